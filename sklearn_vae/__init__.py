@@ -1,0 +1,5 @@
+"""Probabilistic deep learning estimators that behave like scikit-learn's."""
+
+__version__ = "0.1.0.dev0"
+
+__all__: list[str] = []

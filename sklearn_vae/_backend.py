@@ -1,0 +1,283 @@
+"""Device, dtype and random-number policy shared by every estimator.
+
+Data flows one way through the package: a validated numpy array becomes a tensor
+on the estimator's device (this module), the model computes in torch, and the
+result comes back as numpy (this module again). No other module converts arrays
+or seeds torch by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+
+__all__ = [
+    "DEVICE_CONSTRAINT",
+    "compute_dtype",
+    "iter_row_chunks",
+    "make_generator",
+    "map_row_chunks",
+    "numpy_dtype",
+    "resolve_device",
+    "seed_from_random_state",
+    "to_numpy",
+    "to_tensor",
+]
+
+#: The ``_parameter_constraints`` entry every estimator uses for ``device``.
+DEVICE_CONSTRAINT: list[Any] = [str, torch.device]
+
+_DEVICE_PATTERN = re.compile(r"^(cpu|mps|auto|cuda(:\d+)?)$")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Turn the ``device`` parameter of an estimator into a ``torch.device``.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``'cpu'``, ``'cuda'``, ``'cuda:N'``, ``'mps'`` or ``'auto'`` (the first
+        available of CUDA, MPS and CPU), or a ``torch.device``.
+
+    Returns
+    -------
+    torch.device
+        The device to compute on.
+
+    Raises
+    ------
+    ValueError
+        If the string is not a device name, or names an accelerator this
+        machine does not have.
+    """
+    if isinstance(device, torch.device):
+        name = str(device)
+    elif isinstance(device, str):
+        name = device.strip().lower()
+    else:
+        raise TypeError(
+            f"device must be a str or torch.device, got {type(device).__name__}."
+        )
+    if not _DEVICE_PATTERN.match(name):
+        raise ValueError(
+            f"Unknown device {device!r}. Use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'."
+        )
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} was requested but CUDA is not available on this "
+                "machine. Use device='cpu' or device='auto'."
+            )
+        index = torch.device(name).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r} was requested but only "
+                f"{torch.cuda.device_count()} CUDA device(s) are visible."
+            )
+    if name == "mps" and not _mps_available():
+        raise ValueError(
+            "device='mps' was requested but MPS is not available on this machine. "
+            "Use device='cpu' or device='auto'."
+        )
+    return torch.device(name)
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def compute_dtype(X: np.ndarray | np.dtype | type) -> torch.dtype:
+    """Choose the torch dtype to compute in from an input array or dtype.
+
+    float32 input is computed in float32; every other input in float64.
+
+    Parameters
+    ----------
+    X : ndarray or dtype
+        The input array (or its dtype).
+
+    Returns
+    -------
+    torch.dtype
+        ``torch.float32`` or ``torch.float64``.
+    """
+    dtype = np.dtype(getattr(X, "dtype", X))
+    return torch.float32 if dtype == np.float32 else torch.float64
+
+
+def numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    """Return the numpy dtype that corresponds to a torch floating dtype.
+
+    Parameters
+    ----------
+    dtype : torch.dtype
+        ``torch.float32`` or ``torch.float64``.
+
+    Returns
+    -------
+    numpy.dtype
+    """
+    return np.dtype(np.float32) if dtype == torch.float32 else np.dtype(np.float64)
+
+
+def to_tensor(
+    X: Any,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Move an array to a tensor on ``device`` without copying when possible.
+
+    Parameters
+    ----------
+    X : array-like
+        The data. Already validated by the caller.
+    device : torch.device or str, default='cpu'
+        Where the tensor lives.
+    dtype : torch.dtype, default=None
+        Target dtype; ``None`` applies :func:`compute_dtype` to ``X``.
+
+    Returns
+    -------
+    torch.Tensor
+    """
+    if isinstance(X, torch.Tensor):
+        tensor = X
+    else:
+        array = np.asarray(X)
+        if dtype is None:
+            dtype = compute_dtype(array)
+        if not array.flags.writeable:
+            array = array.copy()
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if dtype is None:
+        dtype = tensor.dtype
+    return tensor.to(device=device, dtype=dtype)
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """Return a numpy copy of a tensor that lives on any device.
+
+    Parameters
+    ----------
+    tensor : torch.Tensor
+
+    Returns
+    -------
+    ndarray
+        An array that owns its memory (never a view of the tensor).
+    """
+    return tensor.detach().to("cpu").numpy().copy()
+
+
+def seed_from_random_state(random_state: Any) -> int:
+    """Draw a 63-bit integer seed from a scikit-learn ``random_state``.
+
+    Parameters
+    ----------
+    random_state : int, RandomState instance or None
+        As everywhere in scikit-learn. ``None`` draws from numpy's global
+        random state, as scikit-learn does.
+
+    Returns
+    -------
+    int
+        A seed for :func:`make_generator`.
+    """
+    rng = check_random_state(random_state)
+    return int(rng.randint(0, np.iinfo(np.int32).max)) * (2**31) + int(
+        rng.randint(0, np.iinfo(np.int32).max)
+    )
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """Create a seeded ``torch.Generator`` on ``device``.
+
+    Estimators draw every random number from such a generator, so fitting never
+    reads or changes torch's global random state.
+
+    Parameters
+    ----------
+    seed : int
+        From :func:`seed_from_random_state`.
+    device : torch.device or str, default='cpu'
+
+    Returns
+    -------
+    torch.Generator
+    """
+    generator = torch.Generator(device=torch.device(device))
+    generator.manual_seed(int(seed))
+    return generator
+
+
+def iter_row_chunks(n_samples: int, chunk_size: int) -> Iterator[slice]:
+    """Yield consecutive row slices of at most ``chunk_size`` rows.
+
+    Parameters
+    ----------
+    n_samples : int
+    chunk_size : int
+
+    Yields
+    ------
+    slice
+    """
+    chunk_size = max(1, int(chunk_size))
+    for start in range(0, n_samples, chunk_size):
+        yield slice(start, min(start + chunk_size, n_samples))
+
+
+def map_row_chunks(
+    function: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]],
+    X: np.ndarray,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    chunk_size: int,
+) -> np.ndarray | tuple[np.ndarray, ...]:
+    """Apply a tensor function to an array chunk by chunk and return numpy.
+
+    Only one chunk of the input lives on the device at a time, so inference on
+    a million rows does not run out of device memory. Runs under
+    ``torch.no_grad``.
+
+    Parameters
+    ----------
+    function : callable
+        Takes a ``(chunk_rows, n_features)`` tensor and returns a tensor (or a
+        tuple of tensors) whose first dimension is ``chunk_rows``.
+    X : ndarray of shape (n_samples, n_features)
+    device : torch.device
+    dtype : torch.dtype
+    chunk_size : int
+
+    Returns
+    -------
+    ndarray or tuple of ndarray
+        The chunk results concatenated along the first axis.
+    """
+    pieces: list[Any] = []
+    with torch.no_grad():
+        for rows in iter_row_chunks(X.shape[0], chunk_size):
+            out = function(to_tensor(X[rows], device=device, dtype=dtype))
+            if isinstance(out, tuple):
+                pieces.append(tuple(to_numpy(o) for o in out))
+            else:
+                pieces.append(to_numpy(out))
+    if not pieces:
+        raise ValueError("map_row_chunks needs at least one row.")
+    if isinstance(pieces[0], tuple):
+        return tuple(np.concatenate(parts, axis=0) for parts in zip(*pieces))
+    return np.concatenate(pieces, axis=0)
