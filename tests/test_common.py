@@ -1,0 +1,36 @@
+"""scikit-learn's estimator checks over every public estimator.
+
+Each estimator appears once in ``CHECK_INSTANCES`` with small settings so the
+checks stay fast; every check it is known to fail is listed in
+``EXPECTED_FAILED_CHECKS`` with the reason, and nowhere else.
+"""
+
+from sklearn.utils.estimator_checks import (
+    check_param_validation,
+    parametrize_with_checks,
+)
+import pytest
+
+CHECK_INSTANCES = [
+]
+
+EXPECTED_FAILED_CHECKS = {
+}
+
+
+def _expected_failed_checks(estimator):
+    return EXPECTED_FAILED_CHECKS.get(type(estimator).__name__, {})
+
+
+@parametrize_with_checks(
+    CHECK_INSTANCES, expected_failed_checks=_expected_failed_checks
+)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.parametrize(
+    "estimator", CHECK_INSTANCES, ids=lambda est: type(est).__name__
+)
+def test_param_validation(estimator):
+    check_param_validation(type(estimator).__name__, estimator)
