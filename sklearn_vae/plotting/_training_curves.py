@@ -1,0 +1,154 @@
+"""Training curves: each recorded loss term per epoch."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from ._matplotlib import figure_and_axes
+
+__all__ = ["TrainingCurvesDisplay"]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _curves(history: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """Every numeric entry of a history that is a training quantity.
+
+    The epoch counter is the x axis and timings are not losses, so both are
+    left out; an entry missing from some epochs (validation loss without a
+    validation split) is NaN there, which matplotlib leaves as a gap.
+    """
+    names: list[str] = []
+    for record in history:
+        for name, value in record.items():
+            if (
+                name not in names
+                and name != "epoch"
+                and "time" not in name
+                and _is_number(value)
+            ):
+                names.append(name)
+    return {
+        name: np.array(
+            [
+                float(record[name]) if _is_number(record.get(name)) else np.nan
+                for record in history
+            ]
+        )
+        for name in names
+    }
+
+
+class TrainingCurvesDisplay:
+    """Plot each quantity recorded during training against the epoch.
+
+    Use :meth:`from_estimator` to create one; the constructor only stores what
+    :meth:`plot` draws.
+
+    Parameters
+    ----------
+    curves : dict of str to ndarray of shape (n_epochs,)
+        One curve per recorded quantity (loss, each loss term, validation
+        loss...). Curves whose name starts with ``"val"`` are drawn dashed.
+    ylabel : str, default="loss"
+        Label of the vertical axis.
+
+    Attributes
+    ----------
+    lines_ : dict of str to matplotlib Line2D
+        The line of each curve.
+    ax_ : matplotlib Axes
+        Axes with the curves.
+    figure_ : matplotlib Figure
+        Figure containing the curves.
+
+    See Also
+    --------
+    LatentSpaceDisplay : The codes the training produced.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn_vae import VAETransformer
+    >>> from sklearn_vae.plotting import TrainingCurvesDisplay
+    >>> X, _ = load_digits(return_X_y=True)
+    >>> vae = VAETransformer(max_iter=3, random_state=0).fit(X / 16)
+    >>> display = TrainingCurvesDisplay.from_estimator(vae)
+    >>> len(next(iter(display.lines_.values())).get_xdata())
+    3
+    """
+
+    def __init__(self, curves: Mapping[str, np.ndarray], *, ylabel: str = "loss"):
+        self.curves = curves
+        self.ylabel = ylabel
+
+    def plot(self, ax: Any = None) -> TrainingCurvesDisplay:
+        """Draw the curves.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, default=None
+            Axes to draw on; ``None`` creates a new figure.
+
+        Returns
+        -------
+        display : TrainingCurvesDisplay
+            The object itself, with the drawn artists as attributes.
+        """
+        figure, ax = figure_and_axes(ax, type(self).__name__)
+        self.lines_ = {}
+        for name, values in self.curves.items():
+            epochs = np.arange(1, len(values) + 1)
+            style = "--" if name.startswith("val") else "-"
+            (self.lines_[name],) = ax.plot(epochs, values, style, label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(self.ylabel)
+        if self.lines_:
+            ax.legend(frameon=False, fontsize="small")
+        self.ax_ = ax
+        self.figure_ = figure
+        return self
+
+    @classmethod
+    def from_estimator(cls, estimator: Any, *, ax: Any = None) -> TrainingCurvesDisplay:
+        """Plot the training history of a fitted estimator.
+
+        Parameters
+        ----------
+        estimator : fitted estimator
+            A neural estimator with ``history_`` (a list with one dict of
+            recorded quantities per epoch), or a mixture fitted by EM with
+            ``lower_bounds_`` (drawn as the lower bound per iteration).
+        ax : matplotlib Axes, default=None
+            Axes to draw on; ``None`` creates a new figure.
+
+        Returns
+        -------
+        display : TrainingCurvesDisplay
+
+        Raises
+        ------
+        ValueError
+            If the estimator records no training history.
+        """
+        if hasattr(estimator, "history_"):
+            display = cls(_curves(estimator.history_))
+        elif hasattr(estimator, "lower_bounds_"):
+            display = cls(
+                {"lower bound": np.asarray(estimator.lower_bounds_, dtype=float)},
+                ylabel="lower bound per sample (nats)",
+            )
+        else:
+            check_is_fitted(estimator)
+            raise ValueError(
+                f"{type(estimator).__name__} records no training history "
+                "(neither history_ nor lower_bounds_)."
+            )
+        return display.plot(ax=ax)
