@@ -8,6 +8,7 @@ or seeds torch by hand.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = [
     "numpy_dtype",
     "resolve_device",
     "seed_from_random_state",
+    "seeded_module_init",
     "to_numpy",
     "to_tensor",
 ]
@@ -220,6 +222,38 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
     generator = torch.Generator(device=torch.device(device))
     generator.manual_seed(int(seed))
     return generator
+
+
+@contextlib.contextmanager
+def seeded_module_init(seed: int) -> Iterator[None]:
+    """Run ``torch.nn`` module construction under a fixed seed, in isolation.
+
+    Module constructors initialise their weights from torch's global CPU
+    generator. Inside this context that generator is seeded with ``seed`` and
+    its previous state is restored on exit, so building a model is
+    reproducible and leaves the caller's random state untouched. Build on CPU
+    and move the model afterwards: the weights are then the same on every
+    device.
+
+    Parameters
+    ----------
+    seed : int
+
+    Examples
+    --------
+    >>> before = torch.random.get_rng_state()
+    >>> with seeded_module_init(0):
+    ...     a = torch.nn.Linear(2, 2)
+    >>> with seeded_module_init(0):
+    ...     b = torch.nn.Linear(2, 2)
+    >>> bool(torch.equal(a.weight, b.weight))
+    True
+    >>> bool(torch.equal(before, torch.random.get_rng_state()))
+    True
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
 
 
 def iter_row_chunks(n_samples: int, chunk_size: int) -> Iterator[slice]:

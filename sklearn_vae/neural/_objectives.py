@@ -1,0 +1,154 @@
+"""Training objectives (strategies of the training engine) and the bounds they share.
+
+Each objective returns named loss terms, means per sample in nats, with the
+total to minimise under ``"loss"`` (see :mod:`sklearn_vae.neural._engine`).
+
+The importance weights of a VAE, for noise ``eps_k ~ N(0, I)`` and
+``z_k = mean(x) + exp(log_var(x) / 2) * eps_k``, are::
+
+    log w_k(x) = log p(x|z_k) + log p(z_k) - log q(z_k|x)
+
+Their mean over ``k`` estimates the ELBO; their log-mean-exp is the
+importance-weighted bound (IWAE, Burda et al. 2016), which tends to
+``log p(x)`` as the number of samples grows and is never below the ELBO
+estimate computed from the same draws (Jensen's inequality).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._engine import Batch, Objective, StepContext
+from ._modules import VariationalAutoencoder, diagonal_gaussian_log_prob
+
+__all__ = [
+    "ELBO",
+    "elbo_from_log_weights",
+    "importance_weighted_bound",
+    "log_importance_weights",
+    "reparameterize",
+]
+
+
+def reparameterize(
+    mean: torch.Tensor, log_var: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    """Return ``mean + exp(log_var / 2) * noise`` (differentiable in both).
+
+    Parameters
+    ----------
+    mean, log_var : torch.Tensor of shape (n_samples, n_components)
+    noise : torch.Tensor broadcastable to them, e.g. (n_draws, 1, n_components)
+
+    Returns
+    -------
+    torch.Tensor
+    """
+    return mean + torch.exp(0.5 * log_var) * noise
+
+
+def log_importance_weights(
+    model: VariationalAutoencoder, x: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    """Return ``log w_k(x)`` for every row of ``x`` and every draw in ``noise``.
+
+    Parameters
+    ----------
+    model : VariationalAutoencoder
+    x : torch.Tensor of shape (n_samples, n_features)
+    noise : torch.Tensor of shape (n_draws, n_components)
+        Standard normal draws. Passing the same draws for every row (common
+        random numbers) makes the result of a row independent of the others.
+
+    Returns
+    -------
+    torch.Tensor of shape (n_draws, n_samples)
+        In nats.
+    """
+    mean, log_var = model.encoder(x)
+    z = reparameterize(mean, log_var, noise[:, None, :])
+    return (
+        model.decoder.log_prob(x, z)
+        + model.prior_log_prob(z)
+        - diagonal_gaussian_log_prob(z, mean, log_var)
+    )
+
+
+def importance_weighted_bound(log_weights: torch.Tensor) -> torch.Tensor:
+    """Return ``log mean_k exp(log w_k)`` over the first axis, stably.
+
+    Parameters
+    ----------
+    log_weights : torch.Tensor of shape (n_draws, n_samples)
+
+    Returns
+    -------
+    torch.Tensor of shape (n_samples,)
+    """
+    return torch.logsumexp(log_weights, dim=0) - math.log(log_weights.shape[0])
+
+
+def elbo_from_log_weights(log_weights: torch.Tensor) -> torch.Tensor:
+    """Return the Monte Carlo ELBO ``mean_k log w_k`` over the first axis.
+
+    Parameters
+    ----------
+    log_weights : torch.Tensor of shape (n_draws, n_samples)
+
+    Returns
+    -------
+    torch.Tensor of shape (n_samples,)
+    """
+    return log_weights.mean(dim=0)
+
+
+class ELBO(Objective):
+    """The negative evidence lower bound, with a beta weight and KL warm-up.
+
+    ``loss = reconstruction + kl_weight(epoch) * beta * kl`` where
+    ``reconstruction = -E_q(z|x)[log p(x|z)]`` (one reparameterised draw) and
+    ``kl = KL(q(z|x) || p(z))`` (analytic). During validation the warm-up
+    weight is 1, so validation losses compare across epochs.
+
+    Parameters
+    ----------
+    beta : float, default=1.0
+        Weight of the KL term (beta-VAE; 1 is the ELBO).
+    kl_warmup : int, default=0
+        Epochs over which the KL weight rises linearly from ``1 / kl_warmup``
+        to 1.
+
+    Examples
+    --------
+    >>> ELBO(beta=1.0, kl_warmup=10).kl_weight(epoch=4)
+    0.5
+    """
+
+    def __init__(self, beta: float = 1.0, kl_warmup: int = 0) -> None:
+        self.beta = beta
+        self.kl_warmup = kl_warmup
+
+    def kl_weight(self, epoch: int) -> float:
+        """Return the annealing weight of the KL term at zero-based ``epoch``."""
+        if self.kl_warmup <= 0:
+            return 1.0
+        return min(1.0, (epoch + 1) / self.kl_warmup)
+
+    def loss_terms(
+        self, model: VariationalAutoencoder, batch: Batch, context: StepContext
+    ) -> dict[str, torch.Tensor]:
+        mean, log_var = model.encoder(batch.X)
+        noise = torch.randn(
+            mean.shape, generator=context.generator, device=mean.device, dtype=mean.dtype
+        )
+        z = reparameterize(mean, log_var, noise)
+        reconstruction = -model.decoder.log_prob(batch.X, z).mean()
+        kl = model.kl_divergence(mean, log_var).mean()
+        weight = self.kl_weight(context.epoch) if context.training else 1.0
+        return {
+            "loss": reconstruction + (weight * self.beta) * kl,
+            "reconstruction": reconstruction,
+            "kl": kl,
+        }
