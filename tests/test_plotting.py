@@ -178,13 +178,15 @@ def test_samples_plot_labels_rows():
 def test_training_curves_plot_every_numeric_entry():
     history = [
         {"epoch": 1, "loss": 3.0, "kl": 1.0, "time": 0.1, "note": "start"},
-        {"epoch": 2, "loss": 2.0, "kl": 0.5, "val_loss": 2.5, "time": 0.2},
+        {"epoch": 2, "loss": 2.0, "kl": 0.5, "val_loss": 2.5, "learning_rate": 0.1},
     ]
     display = TrainingCurvesDisplay.from_estimator(_Fitted(history_=history))
     assert list(display.lines_) == ["loss", "kl", "val_loss"]
     np.testing.assert_array_equal(display.lines_["loss"].get_ydata(), [3.0, 2.0])
     np.testing.assert_array_equal(display.lines_["val_loss"].get_ydata(), [np.nan, 2.5])
     assert display.lines_["val_loss"].get_linestyle() == "--"
+    assert display.lines_["val_loss"].get_color() == display.lines_["loss"].get_color()
+    assert display.lines_["kl"].get_color() != display.lines_["loss"].get_color()
     assert display.ax_.get_xlabel() == "epoch"
 
 

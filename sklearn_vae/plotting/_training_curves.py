@@ -14,6 +14,12 @@ from ._matplotlib import figure_and_axes
 __all__ = ["TrainingCurvesDisplay"]
 
 
+# Recorded every epoch but not training quantities: the x axis, the epoch's
+# duration and the optimiser's learning rate.
+_NOT_CURVES = frozenset({"epoch", "time", "learning_rate"})
+_VALIDATION_PREFIX = "val_"
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -21,17 +27,15 @@ def _is_number(value: Any) -> bool:
 def _curves(history: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """Every numeric entry of a history that is a training quantity.
 
-    The epoch counter is the x axis and timings are not losses, so both are
-    left out; an entry missing from some epochs (validation loss without a
-    validation split) is NaN there, which matplotlib leaves as a gap.
+    An entry missing from some epochs is NaN there, which matplotlib leaves as
+    a gap.
     """
     names: list[str] = []
     for record in history:
         for name, value in record.items():
             if (
                 name not in names
-                and name != "epoch"
-                and "time" not in name
+                and name not in _NOT_CURVES
                 and _is_number(value)
             ):
                 names.append(name)
@@ -56,7 +60,8 @@ class TrainingCurvesDisplay:
     ----------
     curves : dict of str to ndarray of shape (n_epochs,)
         One curve per recorded quantity (loss, each loss term, validation
-        loss...). Curves whose name starts with ``"val"`` are drawn dashed.
+        loss...). A curve named ``"val_<name>"`` (measured on the validation
+        split) is drawn dashed, in the colour of the curve ``<name>``.
     ylabel : str, default="loss"
         Label of the vertical axis.
 
@@ -106,8 +111,18 @@ class TrainingCurvesDisplay:
         self.lines_ = {}
         for name, values in self.curves.items():
             epochs = np.arange(1, len(values) + 1)
-            style = "--" if name.startswith("val") else "-"
-            (self.lines_[name],) = ax.plot(epochs, values, style, label=name)
+            training_name = name.removeprefix(_VALIDATION_PREFIX)
+            if training_name != name and training_name in self.lines_:
+                style = {"color": self.lines_[training_name].get_color()}
+            else:
+                style = {}
+            (self.lines_[name],) = ax.plot(
+                epochs,
+                values,
+                "--" if name.startswith(_VALIDATION_PREFIX) else "-",
+                label=name,
+                **style,
+            )
         ax.set_xlabel("epoch")
         ax.set_ylabel(self.ylabel)
         if self.lines_:
