@@ -1,0 +1,5 @@
+"""Mixture models fitted by EM in torch."""
+
+from ._gaussian import EMGaussianMixture
+
+__all__ = ["EMGaussianMixture"]

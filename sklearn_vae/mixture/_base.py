@@ -1,0 +1,732 @@
+"""The EM template shared by every mixture estimator.
+
+Modelled on ``sklearn/mixture/_base.py``: the base class owns validation, the
+``n_init`` restarts, warm start, the EM loop, convergence, warnings and the final
+E-step that makes ``fit_predict(X)`` equal ``fit(X).predict(X)``. A subclass
+fills small template methods with the math of its component family.
+
+What differs from scikit-learn is the data flow of one EM iteration. The data
+are moved to the device once, centred on their weighted mean (so second-moment
+expansions such as ``sum x x^T - N mu mu^T`` do not cancel catastrophically),
+and visited in row chunks. Each chunk's E-step produces its
+:class:`SufficientStatistics` directly, the chunks' statistics are summed, and
+the M-step reads only the sums. The lower bound comes from the same pass. So an
+iteration is one pass over the data, the responsibilities of all rows are never
+stored, and peak memory is one chunk's temporaries.
+"""
+
+from __future__ import annotations
+
+import warnings
+from abc import ABCMeta, abstractmethod
+from collections.abc import Callable, Iterator
+from numbers import Integral, Real
+from time import time
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    DensityMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.cluster import KMeans, kmeans_plusplus
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
+
+from .._backend import (
+    DEVICE_CONSTRAINT,
+    compute_dtype,
+    iter_row_chunks,
+    map_row_chunks,
+    resolve_device,
+    to_numpy,
+    to_tensor,
+)
+from ._statistics import ACCUMULATION_DTYPE, SufficientStatistics
+
+__all__ = ["BaseEMMixture"]
+
+#: A log-probability function: a (rows, n_features) chunk to the
+#: (rows, n_components) matrix ``log pi_k + log p(x | component k)``.
+WeightedLogProb = Callable[[torch.Tensor], torch.Tensor]
+
+#: Elements of the largest per-chunk temporary that 'auto' aims for: large
+#: enough for matrix products to run near peak, small enough to stay in cache.
+_AUTO_CHUNK_ELEMENTS = 2**19
+_AUTO_CHUNK_ROWS = (256, 16384)
+
+
+class BaseEMMixture(
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    DensityMixin,
+    BaseEstimator,
+    metaclass=ABCMeta,
+):
+    """Base class for mixture models fitted by EM in torch.
+
+    Not for direct use: subclasses define the component family through the
+    template methods ``_check_initial_parameters``, ``_parameters_from_init``,
+    ``_weighted_log_prob_function``, ``_weighted_scatter``, ``_m_step``,
+    ``_shift_means``, ``_fitted_parameters``, ``_set_fitted_parameters``,
+    ``_component_cholesky`` and ``_n_parameters``.
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0.0, None, closed="left")],
+        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "init_params": [
+            StrOptions({"kmeans", "random", "random_from_data", "k-means++"})
+        ],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "verbose_interval": [Interval(Integral, 1, None, closed="left")],
+        "device": DEVICE_CONSTRAINT,
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+    }
+
+    def __init__(
+        self,
+        n_components: int,
+        tol: float,
+        reg_covar: float,
+        max_iter: int,
+        n_init: int,
+        init_params: str,
+        random_state: Any,
+        warm_start: bool,
+        verbose: int,
+        verbose_interval: int,
+        device: str | torch.device,
+        batch_size: int | str,
+    ) -> None:
+        self.n_components = n_components
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.device = device
+        self.batch_size = batch_size
+
+    # ------------------------------------------------------------------ #
+    # Template methods
+    # ------------------------------------------------------------------ #
+    @abstractmethod
+    def _check_initial_parameters(self, n_features: int) -> dict[str, np.ndarray]:
+        """Validate the user's ``*_init`` arrays; return them by name."""
+
+    @abstractmethod
+    def _parameters_from_init(
+        self,
+        estimated: Any | None,
+        initial: dict[str, np.ndarray],
+        shift: torch.Tensor,
+    ) -> Any:
+        """Override estimated initial parameters with the user's ``*_init``.
+
+        ``estimated`` is ``None`` when the user gave every initial parameter;
+        ``shift`` is the centring offset to subtract from user means.
+        """
+
+    @abstractmethod
+    def _weighted_log_prob_function(
+        self, parameters: Any, dtype: torch.dtype
+    ) -> WeightedLogProb:
+        """Return a function computing ``log pi_k + log p(x | k)`` per chunk."""
+
+    @abstractmethod
+    def _weighted_scatter(
+        self, X: torch.Tensor, weighted_resp: torch.Tensor
+    ) -> torch.Tensor:
+        """Second-moment sums of one chunk (see SufficientStatistics)."""
+
+    @abstractmethod
+    def _m_step(self, statistics: SufficientStatistics) -> Any:
+        """Return the parameters that maximise the expected log-likelihood."""
+
+    @abstractmethod
+    def _shift_means(self, parameters: Any, offset: torch.Tensor) -> Any:
+        """Return the parameters with ``offset`` added to every mean."""
+
+    @abstractmethod
+    def _fitted_parameters(self, device: torch.device) -> Any:
+        """Read the fitted attributes back as float64 parameters."""
+
+    @abstractmethod
+    def _set_fitted_parameters(self, parameters: Any, dtype: np.dtype) -> None:
+        """Store parameters as the public numpy attributes, in ``dtype``."""
+
+    @abstractmethod
+    def _component_cholesky(self, device: torch.device) -> torch.Tensor:
+        """Cholesky factors of the fitted covariances, (k, d, d) float64."""
+
+    @abstractmethod
+    def _n_parameters(self) -> int:
+        """Return the number of free parameters in the model."""
+
+    # ------------------------------------------------------------------ #
+    # Fitting
+    # ------------------------------------------------------------------ #
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> BaseEMMixture:
+        """Estimate model parameters with the EM algorithm.
+
+        The model is fitted ``n_init`` times and the parameters with the
+        largest lower bound are kept. Each trial alternates E- and M-steps
+        until the lower bound changes by less than ``tol`` or ``max_iter``
+        iterations have run; otherwise a
+        :class:`~sklearn.exceptions.ConvergenceWarning` is raised. With
+        ``warm_start=True``, ``n_init`` is ignored after the first call and
+        fitting continues from the previous solution.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : Ignored
+            Not used, present for API consistency by convention.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the samples. An integer weight ``m`` has
+            the effect of repeating the row ``m`` times.
+
+        Returns
+        -------
+        self : object
+            The fitted mixture.
+        """
+        self.fit_predict(X, y, sample_weight=sample_weight)
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
+        """Estimate model parameters using X and predict the labels for X.
+
+        Runs :meth:`fit` and returns the most probable component of each
+        sample; always equal to ``fit(X).predict(X)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : Ignored
+            Not used, present for API consistency by convention.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the samples.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            Component labels.
+        """
+        X = validate_data(
+            self, X, dtype=[np.float64, np.float32], ensure_min_samples=2
+        )
+        n_samples, n_features = X.shape
+        if n_samples < self.n_components:
+            raise ValueError(
+                "Expected n_samples >= n_components "
+                f"but got n_components = {self.n_components}, "
+                f"n_samples = {n_samples}. Fit on more samples or decrease "
+                "n_components."
+            )
+        sample_weight = self._check_sample_weight(sample_weight, X)
+        initial = self._check_initial_parameters(n_features)
+
+        device = resolve_device(self.device)
+        dtype = compute_dtype(X)
+        weights = torch.as_tensor(sample_weight, dtype=ACCUMULATION_DTYPE, device=device)
+        # Centring once on the weighted mean keeps the M-step's second-moment
+        # expansions (sum x x^T - N mu mu^T) from cancelling.
+        X_centred = to_tensor(X, device, ACCUMULATION_DTYPE)
+        shift = (weights @ X_centred) / weights.sum()
+        X_centred = X_centred.sub_(shift).to(dtype)
+        chunk_size = self._chunk_size(n_features)
+
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        n_init = self.n_init if do_init else 1
+        random_state = check_random_state(self.random_state)
+
+        best: dict[str, Any] | None = None
+        for init in range(n_init):
+            self._print_verbose_msg_init_beg(init)
+            if do_init:
+                parameters = self._initial_parameters(
+                    X, X_centred, weights, sample_weight, initial, shift, random_state
+                )
+                lower_bound = -np.inf
+            else:
+                parameters = self._shift_means(self._fitted_parameters(device), -shift)
+                lower_bound = self.lower_bound_
+            parameters, lower_bounds, converged = self._run_em(
+                X_centred, weights, parameters, lower_bound, chunk_size
+            )
+            if self.max_iter == 0:
+                # As in scikit-learn: 0 iterations returns the initialisation.
+                best = dict(
+                    parameters=parameters, lower_bound=-np.inf, lower_bounds=[],
+                    n_iter=0, converged=False,
+                )
+                continue
+            lower_bound = lower_bounds[-1]
+            self._print_verbose_msg_init_end(lower_bound, converged)
+            if best is None or lower_bound > best["lower_bound"]:
+                best = dict(
+                    parameters=parameters, lower_bound=lower_bound,
+                    lower_bounds=lower_bounds, n_iter=len(lower_bounds),
+                    converged=converged,
+                )
+
+        if not best["converged"] and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. "
+                "Try different init parameters, or increase max_iter, "
+                "tol, or check for degenerate data.",
+                ConvergenceWarning,
+            )
+        # The final E-step makes fit_predict(X) == fit(X).predict(X) for any
+        # max_iter and tol; it runs before any attribute changes so a failure
+        # leaves the estimator as it was.
+        log_prob = self._weighted_log_prob_function(best["parameters"], dtype)
+        labels = torch.cat(
+            [
+                log_prob(X_centred[rows]).argmax(dim=1)
+                for rows in iter_row_chunks(n_samples, chunk_size)
+            ]
+        )
+        self._set_fitted_parameters(
+            self._shift_means(best["parameters"], shift), X.dtype
+        )
+        self.converged_ = best["converged"]
+        self.n_iter_ = best["n_iter"]
+        self.lower_bound_ = best["lower_bound"]
+        self.lower_bounds_ = best["lower_bounds"]
+        return to_numpy(labels)
+
+    def _check_sample_weight(self, sample_weight: Any, X: np.ndarray) -> np.ndarray:
+        sample_weight = _check_sample_weight(
+            sample_weight, X, dtype=np.float64, ensure_non_negative=True
+        )
+        if np.count_nonzero(sample_weight) < self.n_components:
+            raise ValueError(
+                f"sample_weight has {np.count_nonzero(sample_weight)} non-zero "
+                f"entries but n_components={self.n_components}; give at least "
+                "n_components samples a positive weight."
+            )
+        return sample_weight
+
+    def _chunk_size(self, n_features: int) -> int:
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        rows = _AUTO_CHUNK_ELEMENTS // max(1, self.n_components * n_features)
+        return int(np.clip(rows, *_AUTO_CHUNK_ROWS))
+
+    def _run_em(
+        self,
+        X: torch.Tensor,
+        weights: torch.Tensor,
+        parameters: Any,
+        lower_bound: float,
+        chunk_size: int,
+    ) -> tuple[Any, list[float], bool]:
+        """Iterate EM from ``parameters``; return them, the bounds, convergence."""
+        lower_bounds: list[float] = []
+        for n_iter in range(1, self.max_iter + 1):
+            previous = lower_bound
+            statistics = self._e_step(X, weights, parameters, chunk_size)
+            lower_bound = statistics.mean_log_likelihood
+            if not np.isfinite(lower_bound):
+                raise ValueError(
+                    f"EM produced a non-finite log-likelihood ({lower_bound}) at "
+                    f"iteration {n_iter}. Scale the input data, increase "
+                    "reg_covar, or decrease n_components."
+                )
+            parameters = self._m_step(statistics)
+            lower_bounds.append(lower_bound)
+            change = lower_bound - previous
+            self._print_verbose_msg_iter_end(n_iter, change)
+            if abs(change) < self.tol:
+                return parameters, lower_bounds, True
+        return parameters, lower_bounds, False
+
+    def _e_step(
+        self,
+        X: torch.Tensor,
+        weights: torch.Tensor,
+        parameters: Any,
+        chunk_size: int,
+    ) -> SufficientStatistics:
+        """One pass over the data: the summed statistics of every chunk."""
+        log_prob = self._weighted_log_prob_function(parameters, X.dtype)
+
+        def chunk_statistics(rows: slice) -> SufficientStatistics:
+            weighted_log_prob = log_prob(X[rows])
+            log_norm = torch.logsumexp(weighted_log_prob, dim=1)
+            chunk_weights = weights[rows]
+            weighted_resp = torch.exp(weighted_log_prob - log_norm[:, None])
+            weighted_resp *= chunk_weights.to(X.dtype)[:, None]
+            return self._chunk_statistics(
+                X[rows],
+                weighted_resp,
+                chunk_weights @ log_norm.to(ACCUMULATION_DTYPE),
+                chunk_weights.sum(),
+            )
+
+        return _sum_statistics(
+            chunk_statistics(rows) for rows in iter_row_chunks(X.shape[0], chunk_size)
+        )
+
+    def _chunk_statistics(
+        self,
+        X: torch.Tensor,
+        weighted_resp: torch.Tensor,
+        log_likelihood: torch.Tensor,
+        total_weight: torch.Tensor,
+    ) -> SufficientStatistics:
+        return SufficientStatistics(
+            component_weight=weighted_resp.sum(dim=0),
+            weighted_sum=weighted_resp.T @ X,
+            weighted_scatter=self._weighted_scatter(X, weighted_resp),
+            log_likelihood=log_likelihood,
+            total_weight=total_weight,
+        ).to(ACCUMULATION_DTYPE)
+
+    def _initial_parameters(
+        self,
+        X: np.ndarray,
+        X_centred: torch.Tensor,
+        weights: torch.Tensor,
+        sample_weight: np.ndarray,
+        initial: dict[str, np.ndarray],
+        shift: torch.Tensor,
+        random_state: np.random.RandomState,
+    ) -> Any:
+        """Initial parameters: the user's, completed from initial responsibilities."""
+        if len(initial) == 3:
+            return self._parameters_from_init(None, initial, shift)
+        resp = to_tensor(
+            self._initial_responsibilities(X, sample_weight, random_state),
+            X_centred.device,
+            X_centred.dtype,
+        )
+        resp *= weights[:, None].to(X_centred.dtype)
+        statistics = _sum_statistics(
+            self._chunk_statistics(
+                X_centred[rows],
+                resp[rows],
+                weights.new_zeros(()),
+                weights[rows].sum(),
+            )
+            for rows in iter_row_chunks(X.shape[0], self._chunk_size(X.shape[1]))
+        )
+        return self._parameters_from_init(self._m_step(statistics), initial, shift)
+
+    def _initial_responsibilities(
+        self,
+        X: np.ndarray,
+        sample_weight: np.ndarray,
+        random_state: np.random.RandomState,
+    ) -> np.ndarray:
+        """Responsibilities from ``init_params``, drawn as scikit-learn draws them.
+
+        The draws from ``random_state`` are the same as scikit-learn's
+        GaussianMixture makes, so an unweighted fit starts where it starts.
+        """
+        n_samples = X.shape[0]
+        unweighted = bool(np.all(sample_weight == 1.0))
+        resp = np.zeros((n_samples, self.n_components), dtype=X.dtype)
+        if self.init_params == "kmeans":
+            labels = (
+                KMeans(n_clusters=self.n_components, n_init=1, random_state=random_state)
+                .fit(X, sample_weight=None if unweighted else sample_weight)
+                .labels_
+            )
+            resp[np.arange(n_samples), labels] = 1
+        elif self.init_params == "random":
+            resp = random_state.uniform(size=(n_samples, self.n_components))
+            resp /= resp.sum(axis=1, keepdims=True)
+        elif self.init_params == "random_from_data":
+            indices = random_state.choice(
+                n_samples,
+                size=self.n_components,
+                replace=False,
+                p=None if unweighted else sample_weight / sample_weight.sum(),
+            )
+            resp[indices, np.arange(self.n_components)] = 1
+        else:
+            _, indices = kmeans_plusplus(
+                X,
+                self.n_components,
+                random_state=random_state,
+                sample_weight=None if unweighted else sample_weight,
+            )
+            resp[indices, np.arange(self.n_components)] = 1
+        return resp
+
+    # ------------------------------------------------------------------ #
+    # Inference
+    # ------------------------------------------------------------------ #
+    def _map_chunks(
+        self, X: Any, reduce: Callable[[torch.Tensor], torch.Tensor]
+    ) -> np.ndarray:
+        """Apply ``reduce`` to the weighted log-probabilities of each chunk."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        device = resolve_device(self.device)
+        dtype = compute_dtype(X)
+        log_prob = self._weighted_log_prob_function(
+            self._fitted_parameters(device), dtype
+        )
+        return map_row_chunks(
+            lambda chunk: reduce(log_prob(chunk)),
+            X,
+            device=device,
+            dtype=dtype,
+            chunk_size=self._chunk_size(X.shape[1]),
+        )
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Compute the log-likelihood of each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The samples.
+
+        Returns
+        -------
+        log_prob : ndarray of shape (n_samples,)
+            ``log p(x)`` of each sample under the model, in nats, in the
+            dtype of ``X`` (float32 stays float32, all else float64).
+        """
+        return self._map_chunks(X, lambda log_prob: torch.logsumexp(log_prob, dim=1))
+
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """Compute the per-sample average log-likelihood of X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The samples.
+        y : Ignored
+            Not used, present for API consistency by convention.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples in the average.
+
+        Returns
+        -------
+        log_likelihood : float
+            Weighted mean of :meth:`score_samples`, in nats per sample.
+        """
+        log_prob = self.score_samples(X)
+        sample_weight = _check_sample_weight(
+            sample_weight, log_prob[:, None], dtype=np.float64, ensure_non_negative=True
+        )
+        return float(np.average(log_prob.astype(np.float64), weights=sample_weight))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predict the most probable component of each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The samples.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            Component labels.
+        """
+        return self._map_chunks(X, lambda log_prob: log_prob.argmax(dim=1))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Posterior probability of each component given each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The samples.
+
+        Returns
+        -------
+        resp : ndarray of shape (n_samples, n_components)
+            The responsibilities ``p(k | x)``; each row sums to 1.
+        """
+        return self._map_chunks(X, lambda log_prob: torch.softmax(log_prob, dim=1))
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Represent each sample by its component responsibilities.
+
+        The same as :meth:`predict_proba`, so a mixture can be a step of a
+        :class:`~sklearn.pipeline.Pipeline`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The samples.
+
+        Returns
+        -------
+        resp : ndarray of shape (n_samples, n_components)
+            The responsibilities ``p(k | x)``.
+        """
+        return self.predict_proba(X)
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.n_components
+
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Generate random samples from the fitted mixture.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of samples to generate.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+            The samples, in the dtype the model was fitted in.
+        y : ndarray of shape (n_samples,)
+            Their component labels, sorted by component.
+        """
+        check_is_fitted(self)
+        if n_samples < 1:
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples}. The sampling "
+                "requires at least one sample."
+            )
+        rng = check_random_state(self.random_state)
+        weights = self.weights_.astype(np.float64)
+        counts = rng.multinomial(n_samples, weights / weights.sum())
+        labels = np.repeat(np.arange(self.n_components), counts)
+        device = resolve_device(self.device)
+        generator = torch.Generator(device=device)
+        generator.manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
+        means = to_tensor(self.means_, device, ACCUMULATION_DTYPE)
+        cholesky = self._component_cholesky(device)
+        labels_tensor = torch.as_tensor(labels, device=device)
+        pieces = []
+        for rows in iter_row_chunks(n_samples, self._chunk_size(means.shape[1])):
+            chunk_labels = labels_tensor[rows]
+            noise = torch.randn(
+                (len(chunk_labels), means.shape[1]),
+                generator=generator,
+                dtype=ACCUMULATION_DTYPE,
+                device=device,
+            )
+            pieces.append(
+                means[chunk_labels]
+                + torch.einsum("nij,nj->ni", cholesky[chunk_labels], noise)
+            )
+        return to_numpy(torch.cat(pieces)).astype(self.means_.dtype), labels
+
+    def bic(self, X: Any, sample_weight: Any = None) -> float:
+        """Bayesian information criterion of the model on X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The samples.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples; the sample size is their sum.
+
+        Returns
+        -------
+        bic : float
+            ``-2 log L + n_parameters log N``; the lower the better.
+        """
+        n_samples = _effective_sample_size(X, sample_weight)
+        return -2 * self.score(X, sample_weight=sample_weight) * n_samples + (
+            self._n_parameters() * np.log(n_samples)
+        )
+
+    def aic(self, X: Any, sample_weight: Any = None) -> float:
+        """Akaike information criterion of the model on X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The samples.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples; the sample size is their sum.
+
+        Returns
+        -------
+        aic : float
+            ``-2 log L + 2 n_parameters``; the lower the better.
+        """
+        n_samples = _effective_sample_size(X, sample_weight)
+        return -2 * self.score(X, sample_weight=sample_weight) * n_samples + (
+            2 * self._n_parameters()
+        )
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    # ------------------------------------------------------------------ #
+    # Verbose output, as scikit-learn prints it
+    # ------------------------------------------------------------------ #
+    def _print_verbose_msg_init_beg(self, n_init: int) -> None:
+        if self.verbose >= 1:
+            print(f"Initialization {n_init}")
+        if self.verbose >= 2:
+            self._init_prev_time = time()
+            self._iter_prev_time = self._init_prev_time
+
+    def _print_verbose_msg_iter_end(self, n_iter: int, change: float) -> None:
+        if n_iter % self.verbose_interval != 0:
+            return
+        if self.verbose == 1:
+            print(f"  Iteration {n_iter}")
+        elif self.verbose >= 2:
+            now = time()
+            print(
+                f"  Iteration {n_iter}\t time lapse {now - self._iter_prev_time:.5f}s"
+                f"\t ll change {change:.5f}"
+            )
+            self._iter_prev_time = now
+
+    def _print_verbose_msg_init_end(self, lower_bound: float, converged: bool) -> None:
+        message = "converged" if converged else "did not converge"
+        if self.verbose == 1:
+            print(f"Initialization {message}.")
+        elif self.verbose >= 2:
+            elapsed = time() - self._init_prev_time
+            print(
+                f"Initialization {message}. time lapse {elapsed:.5f}s\t lower bound"
+                f" {lower_bound:.5f}."
+            )
+
+
+def _sum_statistics(chunks: Iterator[SufficientStatistics]) -> SufficientStatistics:
+    total = None
+    for statistics in chunks:
+        total = statistics if total is None else total + statistics
+    return total
+
+
+def _effective_sample_size(X: Any, sample_weight: Any) -> float:
+    if sample_weight is None:
+        return float(len(X))
+    return float(np.sum(sample_weight))

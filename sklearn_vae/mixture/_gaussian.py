@@ -1,0 +1,569 @@
+"""EMGaussianMixture: a Gaussian mixture fitted by EM in torch.
+
+The math per covariance type lives in small pure functions named after it:
+statistics of a chunk (``_scatter_*``), the M-step from summed statistics
+(``_covariances_*``), precision Cholesky factors, and log-densities built as a
+function of a chunk (``_log_prob_*``). All components are handled at once by
+matrix products; there is no Python loop over components.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from sklearn.utils import check_array
+from sklearn.utils._param_validation import StrOptions
+
+from .._backend import to_numpy, to_tensor
+from ._base import BaseEMMixture, WeightedLogProb
+from ._statistics import ACCUMULATION_DTYPE, SufficientStatistics
+
+__all__ = ["EMGaussianMixture"]
+
+_ILL_DEFINED_COVARIANCE = (
+    "Fitting the mixture model failed because some components have "
+    "ill-defined empirical covariance (for instance caused by singleton "
+    "or collapsed samples). Try to decrease the number of components, "
+    "increase reg_covar, or scale the input data."
+)
+
+
+class GaussianParameters(NamedTuple):
+    """Parameters of a Gaussian mixture, as float64 tensors.
+
+    Shapes of ``covariances`` and ``precisions_cholesky`` depend on the
+    covariance type as for scikit-learn's GaussianMixture.
+    """
+
+    weights: torch.Tensor
+    means: torch.Tensor
+    covariances: torch.Tensor
+    precisions_cholesky: torch.Tensor
+
+
+# ---------------------------------------------------------------------- #
+# Checks of user-provided initial parameters (scikit-learn's messages)
+# ---------------------------------------------------------------------- #
+def _check_shape(array: np.ndarray, shape: tuple[int, ...], name: str) -> None:
+    if array.shape != shape:
+        raise ValueError(
+            f"The parameter '{name}' should have the shape of {shape}, "
+            f"but got {array.shape}"
+        )
+
+
+def _check_weights(weights: Any, n_components: int) -> np.ndarray:
+    weights = check_array(weights, dtype=[np.float64, np.float32], ensure_2d=False)
+    _check_shape(weights, (n_components,), "weights")
+    if np.any(weights < 0.0) or np.any(weights > 1.0):
+        raise ValueError(
+            "The parameter 'weights' should be in the range [0, 1], but got "
+            f"max value {np.max(weights):.5f}, min value {np.min(weights):.5f}"
+        )
+    atol = 1e-6 if weights.dtype == np.float32 else 1e-8
+    if not np.isclose(np.sum(weights), 1.0, rtol=0.0, atol=atol):
+        raise ValueError(
+            "The parameter 'weights' should be normalized, but got "
+            f"sum(weights) = {np.sum(weights):.5f}"
+        )
+    return weights
+
+
+def _check_means(means: Any, n_components: int, n_features: int) -> np.ndarray:
+    means = check_array(means, dtype=[np.float64, np.float32], ensure_2d=False)
+    _check_shape(means, (n_components, n_features), "means")
+    return means
+
+
+def _check_precisions(
+    precisions: Any, covariance_type: str, n_components: int, n_features: int
+) -> np.ndarray:
+    precisions = check_array(
+        precisions,
+        dtype=[np.float64, np.float32],
+        ensure_2d=False,
+        allow_nd=covariance_type == "full",
+    )
+    shape = {
+        "full": (n_components, n_features, n_features),
+        "tied": (n_features, n_features),
+        "diag": (n_components, n_features),
+        "spherical": (n_components,),
+    }[covariance_type]
+    _check_shape(precisions, shape, f"{covariance_type} precision")
+    if covariance_type in ("full", "tied"):
+        symmetric = np.allclose(precisions, np.swapaxes(precisions, -1, -2))
+        if not (symmetric and np.all(np.linalg.eigvalsh(precisions) > 0.0)):
+            raise ValueError(
+                f"'{covariance_type} precision' should be symmetric, positive-definite"
+            )
+    elif np.any(precisions <= 0.0):
+        raise ValueError(f"'{covariance_type} precision' should be positive")
+    return precisions
+
+
+# ---------------------------------------------------------------------- #
+# Chunk statistics: the second moments each covariance type needs
+# ---------------------------------------------------------------------- #
+def _scatter_full(X: torch.Tensor, weighted_resp: torch.Tensor) -> torch.Tensor:
+    """``sum_i v_ik x_i x_i^T`` for every k as one (d, n) @ (n, k*d) product."""
+    n_samples, n_features = X.shape
+    n_components = weighted_resp.shape[1]
+    weighted_X = (weighted_resp[:, :, None] * X[:, None, :]).view(
+        n_samples, n_components * n_features
+    )
+    scatter = (X.T @ weighted_X).view(n_features, n_components, n_features)
+    return scatter.transpose(0, 1)
+
+
+def _scatter_tied(X: torch.Tensor, weighted_resp: torch.Tensor) -> torch.Tensor:
+    """``sum_i w_i x_i x_i^T``; the row sums of ``v`` are the sample weights."""
+    return X.T @ (X * weighted_resp.sum(dim=1, keepdim=True))
+
+
+def _scatter_diagonal(X: torch.Tensor, weighted_resp: torch.Tensor) -> torch.Tensor:
+    """``sum_i v_ik x_i**2``, for 'diag' and 'spherical'."""
+    return weighted_resp.T @ (X * X)
+
+
+# ---------------------------------------------------------------------- #
+# M-step: covariances from summed statistics (float64)
+# ---------------------------------------------------------------------- #
+def _covariances_full(scatter, nk, means, reg_covar):
+    scatter = 0.5 * (scatter + scatter.transpose(1, 2))
+    covariances = scatter / nk[:, None, None] - means[:, :, None] * means[:, None, :]
+    covariances.diagonal(dim1=1, dim2=2).add_(reg_covar)
+    return covariances
+
+
+def _covariances_tied(scatter, nk, means, reg_covar):
+    scatter = 0.5 * (scatter + scatter.T)
+    covariance = (scatter - (nk[:, None] * means).T @ means) / nk.sum()
+    covariance.diagonal().add_(reg_covar)
+    return covariance
+
+
+def _covariances_diag(scatter, nk, means, reg_covar):
+    return scatter / nk[:, None] - means**2 + reg_covar
+
+
+def _covariances_spherical(scatter, nk, means, reg_covar):
+    return _covariances_diag(scatter, nk, means, reg_covar).mean(dim=1)
+
+
+def _precisions_cholesky(covariances: torch.Tensor, covariance_type: str) -> torch.Tensor:
+    """Upper-triangular ``P`` with ``P P^T`` the precision, from covariances."""
+    if covariance_type in ("full", "tied"):
+        cholesky, info = torch.linalg.cholesky_ex(covariances)
+        if torch.any(info != 0) or not torch.all(torch.isfinite(cholesky)):
+            raise ValueError(_ILL_DEFINED_COVARIANCE)
+        identity = torch.eye(
+            covariances.shape[-1], dtype=covariances.dtype, device=covariances.device
+        ).expand_as(covariances)
+        return torch.linalg.solve_triangular(cholesky, identity, upper=False).mT
+    if torch.any(covariances <= 0.0) or not torch.all(torch.isfinite(covariances)):
+        raise ValueError(_ILL_DEFINED_COVARIANCE)
+    return covariances.rsqrt()
+
+
+def _precisions_cholesky_from_precisions(
+    precisions: torch.Tensor, covariance_type: str
+) -> torch.Tensor:
+    """Upper-triangular ``P`` with ``P P^T = precisions``.
+
+    Cholesky of the row- and column-reversed matrix, reversed back (see
+    scikit-learn #26415): it gives the upper factor the E-step needs.
+    """
+    if covariance_type in ("full", "tied"):
+        return torch.linalg.cholesky(precisions.flip(-2, -1)).flip(-2, -1)
+    return precisions.sqrt()
+
+
+def _precisions(precisions_cholesky: torch.Tensor, covariance_type: str) -> torch.Tensor:
+    if covariance_type in ("full", "tied"):
+        return precisions_cholesky @ precisions_cholesky.mT
+    return precisions_cholesky**2
+
+
+def _log_det_cholesky(
+    precisions_cholesky: torch.Tensor, covariance_type: str, n_features: int
+) -> torch.Tensor:
+    """``log det P`` per component: minus half the log-det of the covariance."""
+    if covariance_type in ("full", "tied"):
+        return precisions_cholesky.diagonal(dim1=-2, dim2=-1).log().sum(dim=-1)
+    if covariance_type == "diag":
+        return precisions_cholesky.log().sum(dim=1)
+    return n_features * precisions_cholesky.log()
+
+
+# ---------------------------------------------------------------------- #
+# E-step: log-densities of a chunk for all components at once
+# ---------------------------------------------------------------------- #
+def _log_prob_full(parameters: GaussianParameters, dtype: torch.dtype) -> WeightedLogProb:
+    """``-1/2 ||x P_k - mu_k P_k||^2`` for all k as one (n, d) @ (d, k*d) product."""
+    n_components, n_features = parameters.means.shape
+    cholesky = parameters.precisions_cholesky
+    stacked_cholesky = cholesky.permute(1, 0, 2).reshape(
+        n_features, n_components * n_features
+    )
+    offset = -(parameters.means[:, None, :] @ cholesky).reshape(1, -1)
+    constant = _log_prob_constant(parameters, "full")
+    stacked_cholesky, offset, constant = (
+        t.to(dtype) for t in (stacked_cholesky, offset, constant)
+    )
+
+    def log_prob(X: torch.Tensor) -> torch.Tensor:
+        whitened = torch.addmm(offset, X, stacked_cholesky).square_()
+        squared = whitened.view(len(X), n_components, n_features).sum(dim=2)
+        return constant - 0.5 * squared
+
+    return log_prob
+
+
+def _log_prob_tied(parameters: GaussianParameters, dtype: torch.dtype) -> WeightedLogProb:
+    """``||y - m_k||^2 = |y|^2 - 2 y.m_k + |m_k|^2`` with y = xP, m_k = mu_k P."""
+    cholesky = parameters.precisions_cholesky.to(dtype)
+    whitened_means = (parameters.means @ parameters.precisions_cholesky).to(dtype)
+    constant = (
+        _log_prob_constant(parameters, "tied")
+        - 0.5 * (parameters.means @ parameters.precisions_cholesky).square().sum(dim=1)
+    ).to(dtype)
+
+    def log_prob(X: torch.Tensor) -> torch.Tensor:
+        whitened = X @ cholesky
+        norms = whitened.square().sum(dim=1, keepdim=True)
+        return torch.addmm(constant - 0.5 * norms, whitened, whitened_means.T)
+
+    return log_prob
+
+
+def _log_prob_diagonal(
+    parameters: GaussianParameters, dtype: torch.dtype, covariance_type: str
+) -> WeightedLogProb:
+    """Per-feature precisions: ``x^2 . lambda_k - 2 x . (mu_k lambda_k) + const``."""
+    n_components, n_features = parameters.means.shape
+    precisions = parameters.precisions_cholesky**2
+    if covariance_type == "spherical":
+        precisions = precisions[:, None].expand(n_components, n_features)
+    constant = _log_prob_constant(parameters, covariance_type) - 0.5 * (
+        parameters.means**2 * precisions
+    ).sum(dim=1)
+    half_precisions_T = (-0.5 * precisions).T.to(dtype).contiguous()
+    scaled_means_T = (parameters.means * precisions).T.to(dtype).contiguous()
+    constant = constant.to(dtype)
+
+    def log_prob(X: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(constant, X, scaled_means_T).addmm_(X * X, half_precisions_T)
+
+    return log_prob
+
+
+def _log_prob_constant(parameters: GaussianParameters, covariance_type: str):
+    """``log pi_k + log det P_k - d/2 log(2 pi)`` per component."""
+    n_features = parameters.means.shape[1]
+    return (
+        parameters.weights.log()
+        + _log_det_cholesky(parameters.precisions_cholesky, covariance_type, n_features)
+        - 0.5 * n_features * math.log(2 * math.pi)
+    )
+
+
+_SCATTER = {
+    "full": _scatter_full,
+    "tied": _scatter_tied,
+    "diag": _scatter_diagonal,
+    "spherical": _scatter_diagonal,
+}
+_COVARIANCES = {
+    "full": _covariances_full,
+    "tied": _covariances_tied,
+    "diag": _covariances_diag,
+    "spherical": _covariances_spherical,
+}
+_LOG_PROB: dict[str, Callable[[GaussianParameters, torch.dtype], WeightedLogProb]] = {
+    "full": _log_prob_full,
+    "tied": _log_prob_tied,
+    "diag": lambda parameters, dtype: _log_prob_diagonal(parameters, dtype, "diag"),
+    "spherical": lambda parameters, dtype: _log_prob_diagonal(
+        parameters, dtype, "spherical"
+    ),
+}
+
+
+class EMGaussianMixture(BaseEMMixture):
+    """Gaussian mixture fitted by EM in torch: a drop-in GaussianMixture.
+
+    Takes the parameters of :class:`sklearn.mixture.GaussianMixture` with the
+    same names, defaults and meaning, and sets the same fitted attributes, plus
+    ``device`` and ``batch_size``. The E-step and the M-step run in torch on
+    ``device``, chunk by chunk: memory is one chunk's temporaries plus the
+    data, never O(n_samples x n_components x n_features). ``fit`` and
+    ``score`` accept ``sample_weight``; ``transform`` returns the
+    responsibilities, so the mixture can be a Pipeline step.
+
+    Dtypes: float32 input is computed in float32 (fast), every other input in
+    float64. The sufficient statistics are summed across chunks in float64 and
+    the M-step (covariances, Cholesky factors) runs in float64 in both cases,
+    so float32 fits keep an accurate lower bound. Fitted attributes and the
+    outputs of ``score_samples``, ``predict_proba``, ``transform`` and
+    ``sample`` come back in the input dtype, as in scikit-learn.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        The number of mixture components.
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
+        'full': each component has its own general covariance matrix;
+        'tied': all components share one general covariance matrix;
+        'diag': each component has its own diagonal covariance matrix;
+        'spherical': each component has its own single variance.
+    tol : float, default=1e-3
+        Convergence threshold: EM stops when the lower bound (mean
+        log-likelihood per sample) improves by less than ``tol``.
+    reg_covar : float, default=1e-6
+        Non-negative regularisation added to the diagonal of covariances.
+    max_iter : int, default=100
+        The number of EM iterations to perform.
+    n_init : int, default=1
+        The number of initialisations; the best result is kept.
+    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}, \
+            default='kmeans'
+        How the initial responsibilities are drawn, as in scikit-learn.
+    weights_init : array-like of shape (n_components,), default=None
+        User-provided initial weights.
+    means_init : array-like of shape (n_components, n_features), default=None
+        User-provided initial means.
+    precisions_init : array-like, default=None
+        User-provided initial precisions (inverse covariances), of shape
+        (n_components,) for 'spherical', (n_features, n_features) for
+        'tied', (n_components, n_features) for 'diag' and
+        (n_components, n_features, n_features) for 'full'.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation and :meth:`sample`.
+    warm_start : bool, default=False
+        If True, each ``fit`` continues from the previous solution and
+        ``n_init`` is ignored after the first call.
+    verbose : int, default=0
+        1 prints each initialisation and iteration; 2 also prints timings and
+        lower-bound changes.
+    verbose_interval : int, default=10
+        Number of iterations between messages.
+    device : str or torch.device, default='cpu'
+        Where to compute: 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.
+    batch_size : int or 'auto', default='auto'
+        Rows per chunk of the E- and M-steps. 'auto' sizes chunks so that one
+        chunk's temporaries stay cache-sized.
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+        The weight of each component.
+    means_ : ndarray of shape (n_components, n_features)
+        The mean of each component.
+    covariances_ : ndarray
+        The covariance of each component; shape as for ``precisions_init``.
+    precisions_ : ndarray
+        The inverse covariances; same shape as ``covariances_``.
+    precisions_cholesky_ : ndarray
+        Upper-triangular ``P`` with ``P P^T = precisions_`` (square roots for
+        'diag' and 'spherical').
+    converged_ : bool
+        True when the best initialisation converged.
+    n_iter_ : int
+        Number of EM iterations of the best initialisation.
+    lower_bound_ : float
+        Lower bound on the mean log-likelihood of the training data (nats per
+        sample) of the best initialisation.
+    lower_bounds_ : list of float of length ``n_iter_``
+        The lower bound at each iteration of the best initialisation.
+    n_features_in_ : int
+        Number of features seen during :term:`fit`.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during :term:`fit`, when all are strings.
+
+    See Also
+    --------
+    sklearn.mixture.GaussianMixture : The NumPy estimator this one replaces.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_vae import EMGaussianMixture
+    >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]])
+    >>> gm = EMGaussianMixture(n_components=2, random_state=0).fit(X)
+    >>> gm.means_.round(6)
+    array([[10.,  2.],
+           [ 1.,  2.]])
+    >>> gm.predict([[0, 0], [12, 3]])
+    array([1, 0])
+    >>> gm.transform([[0, 0]]).round(3)
+    array([[0., 1.]])
+    """
+
+    _parameter_constraints: dict = {
+        **BaseEMMixture._parameter_constraints,
+        "covariance_type": [StrOptions({"full", "tied", "diag", "spherical"})],
+        "weights_init": ["array-like", None],
+        "means_init": ["array-like", None],
+        "precisions_init": ["array-like", None],
+    }
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        covariance_type: str = "full",
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        n_init: int = 1,
+        init_params: str = "kmeans",
+        weights_init: Any = None,
+        means_init: Any = None,
+        precisions_init: Any = None,
+        random_state: Any = None,
+        warm_start: bool = False,
+        verbose: int = 0,
+        verbose_interval: int = 10,
+        device: str | torch.device = "cpu",
+        batch_size: int | str = "auto",
+    ) -> None:
+        super().__init__(
+            n_components=n_components,
+            tol=tol,
+            reg_covar=reg_covar,
+            max_iter=max_iter,
+            n_init=n_init,
+            init_params=init_params,
+            random_state=random_state,
+            warm_start=warm_start,
+            verbose=verbose,
+            verbose_interval=verbose_interval,
+            device=device,
+            batch_size=batch_size,
+        )
+        self.covariance_type = covariance_type
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+
+    def _check_initial_parameters(self, n_features: int) -> dict[str, np.ndarray]:
+        initial = {}
+        if self.weights_init is not None:
+            initial["weights"] = _check_weights(self.weights_init, self.n_components)
+        if self.means_init is not None:
+            initial["means"] = _check_means(
+                self.means_init, self.n_components, n_features
+            )
+        if self.precisions_init is not None:
+            initial["precisions"] = _check_precisions(
+                self.precisions_init,
+                self.covariance_type,
+                self.n_components,
+                n_features,
+            )
+        return initial
+
+    def _parameters_from_init(
+        self,
+        estimated: GaussianParameters | None,
+        initial: dict[str, np.ndarray],
+        shift: torch.Tensor,
+    ) -> GaussianParameters:
+        device = shift.device
+
+        def user(name: str) -> torch.Tensor:
+            return to_tensor(initial[name], device, ACCUMULATION_DTYPE)
+
+        weights = user("weights") if "weights" in initial else estimated.weights
+        means = user("means") - shift if "means" in initial else estimated.means
+        if "precisions" in initial:
+            precisions = user("precisions")
+            covariances = (
+                torch.linalg.inv(precisions)
+                if self.covariance_type in ("full", "tied")
+                else 1.0 / precisions
+            )
+            precisions_cholesky = _precisions_cholesky_from_precisions(
+                precisions, self.covariance_type
+            )
+        else:
+            covariances = estimated.covariances
+            precisions_cholesky = estimated.precisions_cholesky
+        return GaussianParameters(weights, means, covariances, precisions_cholesky)
+
+    def _weighted_log_prob_function(
+        self, parameters: GaussianParameters, dtype: torch.dtype
+    ) -> WeightedLogProb:
+        return _LOG_PROB[self.covariance_type](parameters, dtype)
+
+    def _weighted_scatter(
+        self, X: torch.Tensor, weighted_resp: torch.Tensor
+    ) -> torch.Tensor:
+        return _SCATTER[self.covariance_type](X, weighted_resp)
+
+    def _m_step(self, statistics: SufficientStatistics) -> GaussianParameters:
+        # scikit-learn's guard against empty components, kept so that results
+        # match its GaussianMixture.
+        nk = statistics.component_weight + 10 * torch.finfo(ACCUMULATION_DTYPE).eps
+        means = statistics.weighted_sum / nk[:, None]
+        covariances = _COVARIANCES[self.covariance_type](
+            statistics.weighted_scatter, nk, means, self.reg_covar
+        )
+        return GaussianParameters(
+            weights=nk / nk.sum(),
+            means=means,
+            covariances=covariances,
+            precisions_cholesky=_precisions_cholesky(covariances, self.covariance_type),
+        )
+
+    def _shift_means(
+        self, parameters: GaussianParameters, offset: torch.Tensor
+    ) -> GaussianParameters:
+        return parameters._replace(means=parameters.means + offset)
+
+    def _fitted_parameters(self, device: torch.device) -> GaussianParameters:
+        return GaussianParameters(
+            *(
+                to_tensor(getattr(self, name), device, ACCUMULATION_DTYPE)
+                for name in ("weights_", "means_", "covariances_", "precisions_cholesky_")
+            )
+        )
+
+    def _set_fitted_parameters(
+        self, parameters: GaussianParameters, dtype: np.dtype
+    ) -> None:
+        precisions = _precisions(parameters.precisions_cholesky, self.covariance_type)
+        self.weights_, self.means_, self.covariances_, self.precisions_cholesky_ = (
+            to_numpy(t).astype(dtype, copy=False) for t in parameters
+        )
+        self.precisions_ = to_numpy(precisions).astype(dtype, copy=False)
+
+    def _component_cholesky(self, device: torch.device) -> torch.Tensor:
+        covariances = to_tensor(self.covariances_, device, ACCUMULATION_DTYPE)
+        n_features = self.means_.shape[1]
+        if self.covariance_type == "full":
+            return torch.linalg.cholesky(covariances)
+        if self.covariance_type == "tied":
+            return torch.linalg.cholesky(covariances).expand(
+                self.n_components, n_features, n_features
+            )
+        if self.covariance_type == "spherical":
+            covariances = covariances[:, None].expand(self.n_components, n_features)
+        return torch.diag_embed(covariances.sqrt())
+
+    def _n_parameters(self) -> int:
+        """Return the number of free parameters in the model."""
+        n_features = self.means_.shape[1]
+        covariance_parameters = {
+            "full": self.n_components * n_features * (n_features + 1) / 2.0,
+            "diag": self.n_components * n_features,
+            "tied": n_features * (n_features + 1) / 2.0,
+            "spherical": self.n_components,
+        }[self.covariance_type]
+        mean_parameters = n_features * self.n_components
+        return int(covariance_parameters + mean_parameters + self.n_components - 1)
