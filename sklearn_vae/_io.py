@@ -16,7 +16,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DataFileError", "SUPPORTED_SUFFIXES", "read_data", "write_data"]
+__all__ = [
+    "DataFileError",
+    "SUPPORTED_SUFFIXES",
+    "format_names",
+    "read_data",
+    "write_data",
+]
 
 #: File name endings the command line reads and writes.
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".npy")
@@ -50,7 +56,19 @@ def _import_pandas(path: Path) -> Any:
     return pandas
 
 
-def _name_list(names: Sequence[Any]) -> str:
+def format_names(names: Sequence[Any]) -> str:
+    """Quote column names for a one-line message, listing at most five.
+
+    Parameters
+    ----------
+    names : sequence
+        Column names or indices.
+
+    Returns
+    -------
+    str
+        Such as ``'a', 'b', 'c', 'd', 'e' and 3 more``.
+    """
     shown = ", ".join(repr(str(name)) for name in names[:_MAX_NAMES_SHOWN])
     if len(names) > _MAX_NAMES_SHOWN:
         shown += f" and {len(names) - _MAX_NAMES_SHOWN} more"
@@ -119,7 +137,7 @@ def _check_array(array: np.ndarray, path: Path) -> None:
         columns = np.flatnonzero(missing.any(axis=0)).tolist()
         raise DataFileError(
             f"{path}: {int(missing.any(axis=1).sum())} row(s) have missing values "
-            f"(NaN), in column(s) {_name_list(columns)}; drop or impute them first."
+            f"(NaN), in column(s) {format_names(columns)}; drop or impute them first."
         )
 
 
@@ -135,7 +153,7 @@ def _check_frame(frame: Any, path: Path) -> None:
     ]
     if non_numeric:
         raise DataFileError(
-            f"{path}: non-numeric column(s) {_name_list(non_numeric)}; every column "
+            f"{path}: non-numeric column(s) {format_names(non_numeric)}; every column "
             "must hold numbers."
         )
     missing = frame.isna().to_numpy()
@@ -143,7 +161,7 @@ def _check_frame(frame: Any, path: Path) -> None:
         columns = frame.columns[missing.any(axis=0)].tolist()
         raise DataFileError(
             f"{path}: {int(missing.any(axis=1).sum())} row(s) have missing values, "
-            f"in column(s) {_name_list(columns)}; drop or impute them first."
+            f"in column(s) {format_names(columns)}; drop or impute them first."
         )
 
 
