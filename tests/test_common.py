@@ -11,7 +11,10 @@ from sklearn.utils.estimator_checks import (
 )
 import pytest
 
+from sklearn_vae import VAETransformer
+
 CHECK_INSTANCES = [
+    VAETransformer(hidden_layer_sizes=(8,), max_iter=5, n_importance_samples=5),
 ]
 
 EXPECTED_FAILED_CHECKS = {

@@ -1,0 +1,432 @@
+"""VAETransformer: a variational autoencoder as a scikit-learn transformer."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
+from sklearn.utils import check_array
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._backend import make_generator, seed_from_random_state, to_numpy
+from .neural._base import NeuralEstimatorBase, derive_seed
+from .neural._modules import (
+    BernoulliDecoder,
+    GaussianDecoder,
+    GaussianEncoder,
+    VariationalAutoencoder,
+)
+from .neural._objectives import (
+    ELBO,
+    elbo_from_log_weights,
+    importance_weighted_bound,
+    log_importance_weights,
+)
+
+__all__ = ["VAETransformer"]
+
+_DECODERS = {"gaussian": GaussianDecoder, "bernoulli": BernoulliDecoder}
+
+# Key of the noise stream that score and score_samples share (see derive_seed).
+_INFERENCE_NOISE_KEY = 1
+
+
+class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEstimatorBase):
+    """Variational autoencoder (VAE) as a scikit-learn transformer.
+
+    The encoder ``q(z|x) = N(mean(x), diag sigma^2(x))`` and the decoder
+    ``p(x|z)`` are multilayer perceptrons, the prior ``p(z)`` is standard
+    normal, and training maximises the evidence lower bound (ELBO)
+    ``E_q[log p(x|z)] - beta KL(q(z|x) || p(z))`` with Adam on mini-batches.
+    ``transform`` returns posterior means, so the transformer slots into a
+    Pipeline like :class:`~sklearn.decomposition.PCA`; ``score`` and
+    ``score_samples`` make it a density model.
+
+    Parameters
+    ----------
+    n_components : int, default=2
+        Dimension of the latent space.
+    hidden_layer_sizes : array-like of int, default=(256, 128)
+        Hidden widths of the encoder, input side first; the decoder mirrors
+        them.
+    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
+        Non-linearity of the hidden layers.
+    likelihood : {'gaussian', 'bernoulli'}, default='gaussian'
+        ``'gaussian'``: a normal distribution around the decoder output with a
+        learned per-feature variance (floored at 1e-6), for real-valued,
+        preferably standardised, data. ``'bernoulli'``: sigmoid outputs and a
+        cross-entropy, for data in [0, 1] (binary or grey levels).
+    beta : float, default=1.0
+        Weight of the KL term (beta-VAE). 1 trains the ELBO; larger values give
+        smoother, more disentangled codes at the cost of reconstruction.
+    kl_warmup : int, default=0
+        Number of epochs over which the KL weight rises linearly to ``beta``
+        (annealing against posterior collapse). The stopping rule ignores these
+        epochs.
+    learning_rate_init : float, default=1e-3
+        Adam's step size.
+    learning_rate : {'constant', 'adaptive'}, default='constant'
+        ``'adaptive'`` divides the step size by 5 whenever the monitored loss
+        fails to improve by ``tol`` for two consecutive epochs.
+    batch_size : int or 'auto', default='auto'
+        Rows per step; ``'auto'`` is ``min(200, n_samples)``.
+    max_iter : int, default=200
+        Maximum number of epochs.
+    max_grad_norm : float or None, default=None
+        Clip the gradient norm of each step to this value; None disables
+        clipping.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data (chosen from
+        ``random_state``), stop when its loss stops improving and restore the
+        weights of the best epoch. Otherwise the training loss is monitored.
+    validation_fraction : float, default=0.1
+        Share of the training data held out when ``early_stopping``.
+    n_iter_no_change : int, default=10
+        Stop after this many epochs without an improvement of the monitored
+        loss by at least ``tol``.
+    tol : float, default=1e-4
+        Minimal improvement, in nats per sample.
+    alpha : float, default=1e-4
+        L2 penalty on the weight matrices (Adam weight decay).
+    n_importance_samples : int, default=100
+        Importance samples per row in :meth:`score_samples` (and posterior
+        draws in :meth:`score`).
+    device : str or torch.device, default='cpu'
+        ``'cpu'``, ``'cuda'``, ``'cuda:N'``, ``'mps'`` or ``'auto'``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the weights, the batch order, the validation split, the training
+        noise and the fixed noise of :meth:`score` and :meth:`score_samples`.
+        An int gives bit-identical results on CPU. torch's and numpy's global
+        random states are never changed.
+    verbose : int, default=0
+        0 is silent; otherwise a progress bar over epochs shows the losses.
+    warm_start : bool, default=False
+        When fitted, ``fit`` continues from the current weights and optimiser
+        state instead of starting again.
+
+    Attributes
+    ----------
+    encoder_ : torch.nn.Module
+        Maps ``x`` to the posterior mean and log-variance.
+    decoder_ : torch.nn.Module
+        Maps ``z`` to the likelihood's parameters (its ``mean`` method gives
+        ``E[x|z]``).
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when ``X`` has string column names.
+    history_ : list of dict
+        One record per epoch: ``epoch``, the training ``loss`` (negative
+        annealed ELBO), ``reconstruction`` and ``kl`` (nats per sample),
+        ``val_loss``, ``val_reconstruction``, ``val_kl`` under early stopping,
+        ``learning_rate`` and ``time`` (seconds).
+    loss_curve_ : list of float
+        The training loss of each epoch.
+    n_iter_ : int
+        Number of epochs trained, over every ``fit``/``partial_fit`` call.
+    best_loss_ : float
+        Best monitored loss of the last call (validation loss under early
+        stopping, otherwise training loss).
+
+    See Also
+    --------
+    sklearn.decomposition.PCA : The linear counterpart of ``transform``.
+    sklearn.neural_network.MLPRegressor : Same parameter names.
+    VariationalGMMPrior : A VAE whose prior is a Gaussian mixture, for
+        clustering.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn_vae import VAETransformer
+    >>> X = load_digits().data / 16
+    >>> vae = VAETransformer(n_components=2, hidden_layer_sizes=(64,),
+    ...                      likelihood="bernoulli", max_iter=5, random_state=0)
+    >>> Z = vae.fit_transform(X)  # doctest: +SKIP
+    >>> Z.shape  # doctest: +SKIP
+    (1797, 2)
+    """
+
+    _parameter_constraints: dict = {
+        **NeuralEstimatorBase._parameter_constraints,
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "likelihood": [StrOptions(set(_DECODERS))],
+        "beta": [Interval(Real, 0, None, closed="left")],
+        "kl_warmup": [Interval(Integral, 0, None, closed="left")],
+        "n_importance_samples": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        n_components: int = 2,
+        *,
+        hidden_layer_sizes: Any = (256, 128),
+        activation: str = "relu",
+        likelihood: str = "gaussian",
+        beta: float = 1.0,
+        kl_warmup: int = 0,
+        learning_rate_init: float = 1e-3,
+        learning_rate: str = "constant",
+        batch_size: int | str = "auto",
+        max_iter: int = 200,
+        max_grad_norm: float | None = None,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
+        tol: float = 1e-4,
+        alpha: float = 1e-4,
+        n_importance_samples: int = 100,
+        device: str | torch.device = "cpu",
+        random_state: Any = None,
+        verbose: int = 0,
+        warm_start: bool = False,
+    ) -> None:
+        self.n_components = n_components
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.likelihood = likelihood
+        self.beta = beta
+        self.kl_warmup = kl_warmup
+        self.learning_rate_init = learning_rate_init
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.max_grad_norm = max_grad_norm
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.alpha = alpha
+        self.n_importance_samples = n_importance_samples
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+
+    # -- template methods of NeuralEstimatorBase ---------------------------
+    def _build_model(self, n_features: int) -> VariationalAutoencoder:
+        hidden = self._hidden_layer_sizes()
+        return VariationalAutoencoder(
+            GaussianEncoder(n_features, self.n_components, hidden, self.activation),
+            _DECODERS[self.likelihood](
+                self.n_components, n_features, hidden, self.activation
+            ),
+        )
+
+    def _build_objective(self) -> ELBO:
+        return ELBO(beta=self.beta, kl_warmup=self.kl_warmup)
+
+    def _store_model(self, model: VariationalAutoencoder) -> None:
+        self.encoder_ = model.encoder
+        self.decoder_ = model.decoder
+
+    def _fitted_model(self) -> VariationalAutoencoder:
+        return VariationalAutoencoder(self.encoder_, self.decoder_)
+
+    def _monitor_from_epoch(self) -> int:
+        return self.kl_warmup
+
+    def _check_training_input(self, X: np.ndarray) -> None:
+        if self.likelihood == "bernoulli" and X.size and (X.min() < 0 or X.max() > 1):
+            raise ValueError(
+                "likelihood='bernoulli' needs every value of X in [0, 1], got "
+                f"values in [{X.min():.4g}, {X.max():.4g}]. Rescale X (e.g. with "
+                "MinMaxScaler) or use likelihood='gaussian'."
+            )
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.n_components
+
+    # -- fitting ----------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any, y: Any = None) -> VAETransformer:
+        """Train the VAE on ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data (float32 data is trained in float32, everything
+            else in float64).
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : VAETransformer
+            The fitted estimator.
+
+        Raises
+        ------
+        sklearn_vae.neural._engine.NonFiniteLossError
+            If the loss becomes NaN or infinite; the estimator keeps its state
+            from before the call.
+        """
+        return self._fit(X, incremental=False)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X: Any, y: Any = None) -> VAETransformer:
+        """Train one epoch on ``X``, continuing from the current weights.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : VAETransformer
+        """
+        return self._fit(X, incremental=True)
+
+    # -- inference --------------------------------------------------------
+    def transform(self, X: Any) -> np.ndarray:
+        """Return the posterior means ``E[z|x]``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        Z : ndarray of shape (n_samples, n_components)
+            In the dtype of ``X`` (float32 or float64).
+        """
+        X = self._check_inference_input(X)
+        return self._map_rows(
+            lambda model, rows: model.encoder(rows)[0],
+            X,
+            elements_per_row=self._widest_layer(),
+        )
+
+    def inverse_transform(self, X: Any) -> np.ndarray:
+        """Return the decoder means ``E[x|z]`` of latent codes.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_components)
+            Latent codes, e.g. from :meth:`transform`.
+
+        Returns
+        -------
+        X_original : ndarray of shape (n_samples, n_features_in_)
+            In the dtype of the codes.
+        """
+        check_is_fitted(self)
+        Z = check_array(X, dtype=[np.float64, np.float32])
+        if Z.shape[1] != self.n_components:
+            raise ValueError(
+                f"X has {Z.shape[1]} features, but {type(self).__name__}."
+                f"inverse_transform is expecting n_components={self.n_components} "
+                "latent features as input."
+            )
+        return self._map_rows(
+            lambda model, rows: model.decoder.mean(rows),
+            Z,
+            elements_per_row=self._widest_layer(),
+        )
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Estimate ``log p(x)`` per sample by importance sampling (IWAE bound).
+
+        Uses ``n_importance_samples`` draws from ``q(z|x)``. The standard
+        normal noise behind the draws is fixed by ``random_state`` and shared
+        by every row, so the result is deterministic and a row's value does not
+        depend on the other rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_likelihood : ndarray of shape (n_samples,)
+            Nats (a log-density for 'gaussian', a log-probability for
+            'bernoulli'), in the dtype of ``X``. The bound tightens as
+            ``n_importance_samples`` grows.
+        """
+        return self._log_weight_statistic(X, importance_weighted_bound)
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Return the mean ELBO per sample, in nats (higher is better).
+
+        The ELBO of each row is averaged over the same fixed draws as
+        :meth:`score_samples`, so it never exceeds that row's IWAE estimate.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        elbo : float
+        """
+        return float(np.mean(self._log_weight_statistic(X, elbo_from_log_weights)))
+
+    def sample(self, n_samples: int = 1, random_state: Any = None) -> np.ndarray:
+        """Draw ``z`` from the prior and return the decoder means ``E[x|z]``.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+        random_state : int, RandomState instance or None, default=None
+            Seeds the draws (as in :meth:`sklearn.neighbors.KernelDensity.sample`).
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features_in_)
+            In the dtype the model was fitted in.
+        """
+        check_is_fitted(self)
+        if not isinstance(n_samples, Integral) or n_samples < 1:
+            raise ValueError(
+                f"n_samples must be a positive integer, got {n_samples!r}."
+            )
+        parameter = next(self.decoder_.parameters())
+        generator = make_generator(
+            seed_from_random_state(random_state), parameter.device
+        )
+        z = torch.randn(
+            (n_samples, self.n_components),
+            generator=generator,
+            device=parameter.device,
+            dtype=parameter.dtype,
+        )
+        with torch.no_grad():
+            return to_numpy(self.decoder_.eval().mean(z))
+
+    # -- helpers ----------------------------------------------------------
+    def _widest_layer(self) -> int:
+        return max(self.n_features_in_, self.n_components, *self._hidden_layer_sizes())
+
+    def _inference_noise(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        generator = make_generator(derive_seed(self._seed, _INFERENCE_NOISE_KEY), device)
+        return torch.randn(
+            (self.n_importance_samples, self.n_components),
+            generator=generator,
+            device=device,
+            dtype=dtype,
+        )
+
+    def _log_weight_statistic(self, X: Any, statistic: Any) -> np.ndarray:
+        X = self._check_inference_input(X)
+        self._check_training_input(X)
+        parameter = next(self.encoder_.parameters())
+        noise = self._inference_noise(parameter.device, parameter.dtype)
+        return self._map_rows(
+            lambda model, rows: statistic(log_importance_weights(model, rows, noise)),
+            X,
+            elements_per_row=self.n_importance_samples * self._widest_layer(),
+        )
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
