@@ -255,9 +255,11 @@ class BaseEMMixture(
         weights = torch.as_tensor(sample_weight, dtype=ACCUMULATION_DTYPE, device=device)
         # Centring once on the weighted mean keeps the M-step's second-moment
         # expansions (sum x x^T - N mu mu^T) from cancelling.
-        X_centred = to_tensor(X, device, ACCUMULATION_DTYPE)
-        shift = (weights @ X_centred) / weights.sum()
-        X_centred = X_centred.sub_(shift).to(dtype)
+        X_tensor = to_tensor(X, device, ACCUMULATION_DTYPE)
+        shift = (weights @ X_tensor) / weights.sum()
+        # Out of place: X_tensor may share memory with the caller's array.
+        X_centred = (X_tensor - shift).to(dtype)
+        del X_tensor
         chunk_size = self._chunk_size(n_features)
 
         do_init = not (self.warm_start and hasattr(self, "converged_"))
@@ -536,10 +538,12 @@ class BaseEMMixture(
             Weighted mean of :meth:`score_samples`, in nats per sample.
         """
         log_prob = self.score_samples(X)
-        sample_weight = _check_sample_weight(
-            sample_weight, log_prob[:, None], dtype=np.float64, ensure_non_negative=True
-        )
-        return float(np.average(log_prob.astype(np.float64), weights=sample_weight))
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(
+                sample_weight, log_prob[:, None], ensure_non_negative=True
+            )
+        # Unweighted, this is scikit-learn's mean in the dtype of X.
+        return float(np.average(log_prob, weights=sample_weight))
 
     def predict(self, X: Any) -> np.ndarray:
         """Predict the most probable component of each sample.
