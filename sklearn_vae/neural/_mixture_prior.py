@@ -30,7 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["GaussianMixturePrior", "split_collapsed_components"]
+from ._modules import GaussianEncoder, LikelihoodDecoder, VariationalAutoencoder
+
+__all__ = ["GaussianMixturePrior", "MixturePriorVAE", "split_collapsed_components"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -325,3 +327,44 @@ def split_collapsed_components(
             prior.weight_logits[collapsed] = half_logit
             events.append({"component": collapsed, "split": largest, "weight": weight})
     return events
+
+
+class MixturePriorVAE(VariationalAutoencoder):
+    """A variational autoencoder whose prior is a learned Gaussian mixture.
+
+    The model object the training engine optimises for VariationalGMMPrior:
+    encoder, decoder and :class:`GaussianMixturePrior` in one module, so one
+    optimiser, one ``state_dict`` and one device move cover all three.
+
+    Parameters
+    ----------
+    encoder : GaussianEncoder
+    decoder : LikelihoodDecoder
+    prior : GaussianMixturePrior
+
+    Attributes
+    ----------
+    encoder, decoder, prior
+    """
+
+    def __init__(
+        self,
+        encoder: GaussianEncoder,
+        decoder: LikelihoodDecoder,
+        prior: GaussianMixturePrior,
+    ) -> None:
+        super().__init__(encoder, decoder)
+        self.prior = prior
+
+    def prior_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """Return the mixture's ``log p(z)``, in nats."""
+        return self.prior.log_prob(z)
+
+    def kl_divergence(self, mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+        """Return ``KL(q(z,c|x) || p(z,c))`` per row, with ``q(c|x)`` at the mean.
+
+        The VaDE training objective evaluates ``q(c|x)`` at a latent sample
+        instead; this deterministic version serves inference.
+        """
+        log_gamma = self.prior.log_responsibilities(mean)
+        return sum(self.prior.kl_terms(mean, log_var, log_gamma).values())

@@ -1,0 +1,188 @@
+"""How VariationalGMMPrior trains: its two objectives and its collapse guard.
+
+Training has two phases, both run by the shared
+:class:`~sklearn_vae.neural._engine.TrainingEngine`:
+
+1. :class:`NeighborEmbeddingPretraining` trains the encoder and decoder as an
+   autoencoder (codes = posterior means), plus parametric UMAP's neighbour
+   term when a neighbour graph is given. A mixture fitted on these codes
+   initialises the prior.
+2. :class:`MixturePriorELBO` trains encoder, decoder and prior jointly on
+   VaDE's negative ELBO, plus an optional Dirichlet MAP term on the weights and
+   SCAN's neighbour-consistency and batch-entropy terms.
+
+:class:`CollapseGuard` is an epoch-end callback of phase 2 that re-seeds
+components whose weight collapsed and records it in the history.
+
+The neighbour graph travels as the per-row array ``"neighbors"`` of the
+:class:`~sklearn_vae.neural._engine.TrainingData`; each step pairs every item
+with one of its neighbours drawn at random.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ._clustering_losses import (
+    batch_entropy,
+    neighbor_consistency_loss,
+    neighbor_embedding_loss,
+    sample_negatives,
+)
+from ._engine import Batch, Callback, Objective, StepContext, TrainingEngine
+from ._mixture_prior import MixturePriorVAE, split_collapsed_components
+from ._modules import GaussianDecoder
+from ._objectives import reparameterize
+
+__all__ = ["CollapseGuard", "MixturePriorELBO", "NeighborEmbeddingPretraining"]
+
+#: In-batch negatives per item for the neighbour-embedding term (UMAP's
+#: ``negative_sample_rate`` default).
+N_NEGATIVES = 5
+
+
+def _sampled_neighbor_rows(batch: Batch, generator: torch.Generator) -> torch.Tensor:
+    """Rows of ``batch.data.X`` holding one random graph neighbour of each item."""
+    neighbors = batch.take("neighbors")
+    column = torch.randint(
+        neighbors.shape[1], (len(batch),), generator=generator, device=neighbors.device
+    )
+    return batch.data.X[neighbors[torch.arange(len(batch), device=neighbors.device), column]]
+
+
+def _uses_neighbors(batch: Batch) -> bool:
+    return "neighbors" in batch.data.arrays
+
+
+class NeighborEmbeddingPretraining(Objective):
+    """Autoencoder reconstruction plus parametric UMAP's neighbour term.
+
+    ``loss = reconstruction + neighbor_weight * neighbor_embedding`` where the
+    reconstruction decodes the posterior mean (no sampling: this phase shapes
+    the codes a mixture is then fitted to). For a Gaussian likelihood the
+    reconstruction is the squared error (the unit-variance Gaussian negative
+    log-likelihood up to a constant): a learned variance would shrink as the
+    fit improves and drown the neighbour term, which decides how well the codes
+    cluster.
+
+    Parameters
+    ----------
+    neighbor_weight : float
+        Weight of the neighbour term; ignored without a ``"neighbors"`` array.
+    """
+
+    def __init__(self, neighbor_weight: float) -> None:
+        self.neighbor_weight = neighbor_weight
+
+    def loss_terms(
+        self, model: MixturePriorVAE, batch: Batch, context: StepContext
+    ) -> dict[str, torch.Tensor]:
+        mean, _ = model.encoder(batch.X)
+        if isinstance(model.decoder, GaussianDecoder):
+            reconstruction = 0.5 * (batch.X - model.decoder.mean(mean)).square().sum(1).mean()
+        else:
+            reconstruction = -model.decoder.log_prob(batch.X, mean).mean()
+        terms = {"reconstruction": reconstruction}
+        loss = reconstruction
+        if _uses_neighbors(batch):
+            neighbor_mean, _ = model.encoder(_sampled_neighbor_rows(batch, context.generator))
+            negatives = sample_negatives(len(batch), N_NEGATIVES, context.generator, mean.device)
+            embedding = neighbor_embedding_loss(mean, neighbor_mean, mean[negatives]).mean()
+            terms["neighbor_embedding"] = embedding
+            loss = loss + self.neighbor_weight * embedding
+        terms["loss"] = loss
+        return terms
+
+
+class MixturePriorELBO(Objective):
+    """VaDE's negative ELBO with optional Dirichlet and neighbour-consistency terms.
+
+    Per sample, with one reparameterised draw ``z ~ q(z|x)`` and
+    ``gamma = p(c|z)``::
+
+        loss = -log p(x|z) + kl_latent + kl_cluster
+               - log Dir(pi | alpha) / n_samples
+               + consistency_weight * (consistency - batch_entropy)
+
+    ``kl_latent`` and ``kl_cluster`` are
+    :meth:`~sklearn_vae.neural._mixture_prior.GaussianMixturePrior.kl_terms`.
+    The Dirichlet term is the whole data set's log prior spread over its rows,
+    so the objective is the MAP objective of the weights (``n_samples`` is the
+    number of rows of the training data). The consistency term
+    compares ``q(c|x)`` at the posterior means of an item and of one of its
+    graph neighbours (SCAN); the batch entropy keeps it from merging clusters.
+    Only the ELBO terms enter the validation loss's meaning; the others are
+    logged under their names.
+
+    Parameters
+    ----------
+    weight_concentration_prior : float or None
+        ``alpha`` of the symmetric Dirichlet; None for no prior (maximum
+        likelihood weights).
+    consistency_weight : float
+        Weight of the SCAN terms; ignored without a ``"neighbors"`` array.
+    """
+
+    def __init__(
+        self, weight_concentration_prior: float | None, consistency_weight: float
+    ) -> None:
+        self.weight_concentration_prior = weight_concentration_prior
+        self.consistency_weight = consistency_weight
+
+    def loss_terms(
+        self, model: MixturePriorVAE, batch: Batch, context: StepContext
+    ) -> dict[str, torch.Tensor]:
+        mean, log_var = model.encoder(batch.X)
+        noise = torch.randn(
+            mean.shape, generator=context.generator, device=mean.device, dtype=mean.dtype
+        )
+        z = reparameterize(mean, log_var, noise)
+        log_gamma = model.prior.log_responsibilities(z)
+        kl = {name: value.mean() for name, value in model.prior.kl_terms(mean, log_var, log_gamma).items()}
+        reconstruction = -model.decoder.log_prob(batch.X, z).mean()
+        terms = {"reconstruction": reconstruction, **kl}
+        loss = reconstruction + kl["kl_latent"] + kl["kl_cluster"]
+        if self.weight_concentration_prior is not None:
+            log_prior = model.prior.log_dirichlet_prior(self.weight_concentration_prior)
+            terms["log_weight_prior"] = log_prior / len(batch.data)
+            loss = loss - terms["log_weight_prior"]
+        if self.consistency_weight > 0 and _uses_neighbors(batch):
+            neighbor_mean, _ = model.encoder(_sampled_neighbor_rows(batch, context.generator))
+            terms["consistency"] = neighbor_consistency_loss(
+                model.prior.log_responsibilities(mean),
+                model.prior.log_responsibilities(neighbor_mean),
+            ).mean()
+            terms["batch_entropy"] = batch_entropy(log_gamma)
+            loss = loss + self.consistency_weight * (terms["consistency"] - terms["batch_entropy"])
+        terms["loss"] = loss
+        return terms
+
+
+class CollapseGuard(Callback):
+    """Re-seed collapsed mixture components at the end of every epoch.
+
+    Calls :func:`~sklearn_vae.neural._mixture_prior.split_collapsed_components`
+    on the model's prior. Re-seeding changes the prior's parameters under the
+    optimiser, so Adam's running moments of those parameters are reset. Every
+    event is stored in the epoch's history record under ``"collapse_events"``.
+
+    Parameters
+    ----------
+    weight_threshold : float
+        Components with a smaller weight are re-seeded.
+    """
+
+    def __init__(self, weight_threshold: float) -> None:
+        self.weight_threshold = weight_threshold
+
+    def on_epoch_end(self, engine: TrainingEngine, record: dict[str, Any]) -> None:
+        prior = engine.model.prior
+        events = split_collapsed_components(prior, self.weight_threshold)
+        if not events:
+            return
+        record["collapse_events"] = events
+        for optimizer in engine.optimizers.values():
+            for parameter in prior.parameters():
+                optimizer.state.pop(parameter, None)
