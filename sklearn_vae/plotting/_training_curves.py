@@ -107,6 +107,8 @@ class TrainingCurvesDisplay:
         display : TrainingCurvesDisplay
             The object itself, with the drawn artists as attributes.
         """
+        from matplotlib.ticker import MaxNLocator
+
         figure, ax = figure_and_axes(ax, type(self).__name__)
         self.lines_ = {}
         for name, values in self.curves.items():
@@ -123,6 +125,7 @@ class TrainingCurvesDisplay:
                 label=name,
                 **style,
             )
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(self.ylabel)
         if self.lines_:
