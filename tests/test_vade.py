@@ -1,0 +1,317 @@
+"""Tests for VariationalGMMPrior (VaDE deep clustering)."""
+
+import pickle
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sklearn_vae import VariationalGMMPrior
+from sklearn_vae.metrics import clustering_accuracy
+from sklearn_vae.neural._engine import NonFiniteLossError
+from sklearn_vae.neural._mixture_objectives import CollapseGuard
+from sklearn_vae.neural._mixture_prior import GaussianMixturePrior
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+N_CLUSTERS = 4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """These networks are tiny: one thread beats two on a shared two-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def embedded_clusters(n_per_cluster=75, n_features=20, seed=0, dtype=np.float64):
+    """Well-separated 2-D clusters pushed through a random non-linear map to 20-D."""
+    rng = np.random.default_rng(seed)
+    centers = 4.0 * np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]])
+    y = np.repeat(np.arange(N_CLUSTERS), n_per_cluster)
+    latent = centers[y] + 0.4 * rng.normal(size=(y.size, 2))
+    weights = rng.normal(size=(2, n_features)) / 2.0
+    X = np.tanh(latent @ weights + rng.normal(size=n_features)) + np.sin(latent @ weights[:, ::-1])
+    X += 0.05 * rng.normal(size=X.shape)
+    return StandardScaler().fit_transform(X).astype(dtype), y
+
+
+def small_model(**params):
+    """Settings that fit the 300-row test data in about a second."""
+    defaults = dict(
+        n_components=N_CLUSTERS,
+        latent_dim=2,
+        hidden_layer_sizes=(32,),
+        pretrain_epochs=15,
+        max_iter=10,
+        n_init=3,
+        n_neighbors=10,
+        batch_size=64,
+        random_state=0,
+    )
+    return VariationalGMMPrior(**{**defaults, **params})
+
+
+@pytest.fixture(scope="module")
+def data():
+    return embedded_clusters()
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    X, _ = data
+    return small_model().fit(X)
+
+
+def test_clusters_nonlinearly_embedded_blobs(data, fitted):
+    X, y = data
+    labels = fitted.labels_
+    assert clustering_accuracy(y, labels) >= 0.95
+    assert np.all(np.bincount(labels, minlength=N_CLUSTERS) > 0)
+    np.testing.assert_array_equal(labels, fitted.predict(X))
+    for component in range(N_CLUSTERS):
+        X_new, y_new = fitted.sample(50, component=component)
+        assert np.all(y_new == component)
+        assert np.mean(fitted.predict(X_new) == component) >= 0.95
+
+
+def test_fitted_attributes(data, fitted):
+    X, _ = data
+    assert fitted.weights_.shape == (N_CLUSTERS,)
+    np.testing.assert_allclose(fitted.weights_.sum(), 1.0)
+    assert fitted.means_.shape == (N_CLUSTERS, 2)
+    assert fitted.covariances_.shape == (N_CLUSTERS, 2) and np.all(fitted.covariances_ > 0)
+    assert fitted.n_iter_ == len(fitted.history_) == 10
+    assert len(fitted.pretrain_history_) == 15
+    assert {"reconstruction", "neighbor_embedding"} <= set(fitted.pretrain_history_[0])
+    assert {"kl_latent", "kl_cluster", "consistency", "batch_entropy"} <= set(fitted.history_[0])
+    assert isinstance(fitted.encoder_, torch.nn.Module) and isinstance(fitted.decoder_, torch.nn.Module)
+    assert fitted.lower_bound_ == pytest.approx(fitted.score(X))
+    assert fitted.converged_ is False
+    assert fitted.n_features_in_ == 20
+
+
+def test_plain_vade_without_neighbour_graph(data):
+    X, y = data
+    model = small_model(n_neighbors=None, covariance_type="spherical").fit(X)
+    assert "neighbor_embedding" not in model.pretrain_history_[0]
+    assert "consistency" not in model.history_[0]
+    assert model.covariances_.shape == (N_CLUSTERS,)
+    assert clustering_accuracy(y, model.labels_) > 0.5
+
+
+def test_inference_is_deterministic_and_row_independent(data, fitted):
+    X, _ = data
+    proba = fitted.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    scores = fitted.score_samples(X)
+    order = np.random.default_rng(0).permutation(len(X))[:37]
+    np.testing.assert_allclose(fitted.predict_proba(X[order]), proba[order], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fitted.score_samples(X[order]), scores[order], rtol=1e-10)
+    np.testing.assert_array_equal(fitted.score_samples(X), scores)
+    assert fitted.score(X) == pytest.approx(scores.mean())
+    assert np.all(np.isfinite(scores))
+
+
+def test_score_is_higher_on_training_data_than_on_noise(data, fitted):
+    X, _ = data
+    noise = np.random.default_rng(1).normal(scale=3.0, size=X.shape)
+    assert fitted.score(X) > fitted.score(noise)
+
+
+def test_transform_inverse_transform_and_feature_names(data, fitted):
+    X, _ = data
+    Z = fitted.transform(X)
+    assert Z.shape == (len(X), 2)
+    assert fitted.inverse_transform(Z).shape == X.shape
+    names = fitted.get_feature_names_out()
+    np.testing.assert_array_equal(names, ["variationalgmmprior0", "variationalgmmprior1"])
+    frame = clone(fitted).set_output(transform="pandas").fit(X).transform(X)
+    assert list(frame.columns) == list(names)
+    with pytest.raises(ValueError, match="latent_dim=2"):
+        fitted.inverse_transform(np.zeros((3, 5)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_is_preserved(data, dtype):
+    X, _ = data
+    model = small_model(pretrain_epochs=2, max_iter=2).fit(X.astype(dtype))
+    assert next(model.encoder_.parameters()).dtype == (torch.float32 if dtype == np.float32 else torch.float64)
+    for output in (model.transform(X.astype(dtype)), model.predict_proba(X.astype(dtype)), model.score_samples(X.astype(dtype))):
+        assert output.dtype == dtype
+        assert np.all(np.isfinite(output))
+
+
+def test_same_random_state_gives_identical_fits(data):
+    X, _ = data
+    first = small_model(pretrain_epochs=3, max_iter=3, random_state=7).fit(X)
+    second = small_model(pretrain_epochs=3, max_iter=3, random_state=7).fit(X)
+    np.testing.assert_array_equal(first.means_, second.means_)
+    np.testing.assert_array_equal(first.predict_proba(X), second.predict_proba(X))
+    other = small_model(pretrain_epochs=3, max_iter=3, random_state=8).fit(X)
+    assert not np.array_equal(first.means_, other.means_)
+
+
+def test_torch_global_random_state_is_untouched(data):
+    X, _ = data
+    before = torch.random.get_rng_state()
+    small_model(pretrain_epochs=1, max_iter=1).fit(X)
+    assert torch.equal(before, torch.random.get_rng_state())
+
+
+def test_sample_is_reproducible_and_validated(fitted):
+    X1, y1 = fitted.sample(20)
+    X2, y2 = fitted.sample(20)
+    np.testing.assert_array_equal(X1, X2)
+    np.testing.assert_array_equal(y1, y2)
+    assert X1.shape == (20, 20) and y1.dtype == np.int64
+    with pytest.raises(ValueError, match="n_samples"):
+        fitted.sample(0)
+    with pytest.raises(ValueError, match="component"):
+        fitted.sample(5, component=N_CLUSTERS)
+
+
+def test_balanced_weight_prior_holds_weights_near_uniform():
+    X, _ = embedded_clusters()
+    keep = np.r_[0:150, 150:180]  # two clusters of 75 and one of 30: weights 5/12, 5/12, 1/6
+    X = X[keep]
+    # Adam moves the weight logits by about the learning rate per step: a
+    # large rate lets the prior act within a few dozen steps.
+    params = dict(n_components=3, pretrain_epochs=5, max_iter=30, learning_rate_init=0.01)
+    free = small_model(**params).fit(X)
+    balanced = small_model(**params, weight_concentration_prior=1e3).fit(X)
+    uniform = np.full(3, 1 / 3)
+    assert np.abs(balanced.weights_ - uniform).max() < 0.5 * np.abs(free.weights_ - uniform).max()
+
+
+def test_collapse_guard_reseeds_and_resets_optimizer_state():
+    prior = GaussianMixturePrior(3, 2).double()
+    prior.initialize([0.6, 0.399, 0.001], np.arange(6.0).reshape(3, 2), np.ones((3, 2)))
+    optimizer = torch.optim.Adam(prior.parameters())
+    prior.log_prob(torch.zeros(4, 2, dtype=torch.float64)).sum().backward()
+    optimizer.step()
+    assert len(optimizer.state) == 3
+    engine = SimpleNamespace(model=SimpleNamespace(prior=prior), optimizers={"model": optimizer})
+    record = {}
+    CollapseGuard(0.01).on_epoch_end(engine, record)
+    assert record["collapse_events"] == [{"component": 2, "split": 0, "weight": pytest.approx(0.001, rel=0.05)}]
+    assert len(optimizer.state) == 0
+    record = {}
+    CollapseGuard(0.01).on_epoch_end(engine, record)
+    assert "collapse_events" not in record
+
+
+def test_warm_start_continues_joint_training(data):
+    X, _ = data
+    model = small_model(pretrain_epochs=2, max_iter=2, warm_start=True).fit(X)
+    pretrained = model.pretrain_history_
+    model.fit(X)
+    assert model.n_iter_ == 4 and len(model.history_) == 4
+    assert model.pretrain_history_ is pretrained
+
+
+def test_pipeline_grid_search_and_pickle(data):
+    X, _ = data
+    search = GridSearchCV(
+        make_pipeline(StandardScaler(), small_model(pretrain_epochs=3, max_iter=2)),
+        {"variationalgmmprior__latent_dim": [1, 2]},
+        cv=2,
+    ).fit(X)
+    assert search.best_params_["variationalgmmprior__latent_dim"] in (1, 2)
+    restored = pickle.loads(pickle.dumps(search.best_estimator_))
+    np.testing.assert_array_equal(restored.predict_proba(X), search.best_estimator_.predict_proba(X))
+
+
+def test_unpickling_on_a_machine_without_the_fit_device_maps_to_cpu(data, fitted):
+    X, _ = data
+    state = fitted.__getstate__()
+    state["_device"] = "cuda:99"
+    restored = VariationalGMMPrior.__new__(VariationalGMMPrior)
+    with pytest.warns(UserWarning, match="loaded on the CPU"):
+        restored.__setstate__(state)
+    np.testing.assert_array_equal(restored.predict(X), fitted.predict(X))
+
+
+def test_bad_input_raises_sklearn_errors(data, fitted):
+    X, _ = data
+    model = small_model()
+    with pytest.raises(ValueError, match="NaN"):
+        model.fit(np.where(np.arange(X.size).reshape(X.shape) == 3, np.nan, X))
+    with pytest.raises(ValueError, match="infinity"):
+        model.fit(np.where(np.arange(X.size).reshape(X.shape) == 3, np.inf, X))
+    with pytest.raises(TypeError, match="dense data is required|[Ss]parse"):
+        model.fit(sp.csr_matrix(X))
+    with pytest.raises(ValueError, match="n_samples=3"):
+        model.fit(X[:3])
+    with pytest.raises(ValueError, match="could not convert|numeric"):
+        model.fit(np.array([["a", "b"], ["c", "d"]] * 5))
+    with pytest.raises(ValueError, match="20 features"):
+        fitted.predict(X[:, :5])
+    with pytest.raises(ValueError, match="bernoulli"):
+        small_model(likelihood="bernoulli").fit(X)
+    assert not hasattr(model, "n_features_in_")
+
+
+def test_non_finite_loss_leaves_estimator_unfitted_or_unchanged(data, fitted):
+    X, _ = data
+    huge = X * 1e160
+    model = small_model(pretrain_epochs=1, max_iter=1)
+    with pytest.raises(NonFiniteLossError, match="not finite"):
+        model.fit(huge)
+    assert not hasattr(model, "encoder_")
+    warm = clone(fitted).set_params(warm_start=True, max_iter=1).fit(X)
+    means = warm.means_.copy()
+    proba = warm.predict_proba(X)
+    with pytest.raises(NonFiniteLossError):
+        warm.fit(huge)
+    np.testing.assert_array_equal(warm.means_, means)
+    np.testing.assert_array_equal(warm.predict_proba(X), proba)
+
+
+@settings(max_examples=5)
+@given(
+    n_components=st.integers(1, 4),
+    latent_dim=st.integers(1, 3),
+    covariance_type=st.sampled_from(["diag", "spherical"]),
+    likelihood=st.sampled_from(["gaussian", "bernoulli"]),
+    n_neighbors=st.sampled_from([None, 3]),
+    seed=st.integers(0, 1000),
+)
+def test_any_configuration_fits_and_gives_valid_outputs(
+    n_components, latent_dim, covariance_type, likelihood, n_neighbors, seed
+):
+    X = np.random.default_rng(seed).uniform(size=(40, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = VariationalGMMPrior(
+            n_components,
+            latent_dim=latent_dim,
+            hidden_layer_sizes=(8,),
+            covariance_type=covariance_type,
+            likelihood=likelihood,
+            n_neighbors=n_neighbors,
+            pretrain_epochs=2,
+            max_iter=2,
+            n_init=1,
+            random_state=seed,
+        ).fit(X)
+    proba = model.predict_proba(X)
+    assert proba.shape == (40, n_components)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert np.all(np.isfinite(model.score_samples(X)))
+    assert model.transform(X).shape == (40, latent_dim)
+    samples, labels = model.sample(7)
+    assert samples.shape == (7, 5) and np.all((labels >= 0) & (labels < n_components))
+    assert model.weights_.min() > 0
