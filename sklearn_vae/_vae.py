@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._backend import make_generator, seed_from_random_state, to_numpy
 from .neural._base import NeuralEstimatorBase, derive_seed
+from .neural._engine import TrainingData
 from .neural._modules import (
     BernoulliDecoder,
     GaussianDecoder,
@@ -226,6 +227,11 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
 
     def _fitted_model(self) -> VariationalAutoencoder:
         return VariationalAutoencoder(self.encoder_, self.decoder_)
+
+    def _initialize_model(
+        self, model: VariationalAutoencoder, data: TrainingData, seed: int
+    ) -> None:
+        model.decoder.initialize_marginal(data.X)
 
     def _monitor_from_epoch(self) -> int:
         return self.kl_warmup

@@ -10,7 +10,10 @@ A subclass fills four template methods and inherits the rest:
 * ``_fitted_model()``: the model assembled from those attributes.
 
 Optional hooks: ``_check_training_input(X)`` (domain checks such as values in
-[0, 1]), ``_monitor_from_epoch()`` and ``_callbacks()``.
+[0, 1]), ``_training_data(X, device, dtype)`` (per-row extras such as a
+neighbour graph), ``_initialize_model(model, data, seed)`` (data-dependent
+initialisation or pretraining of a new model), ``_monitor_from_epoch()`` and
+``_callbacks()``.
 """
 
 from __future__ import annotations
@@ -252,6 +255,7 @@ class NeuralEstimatorBase(BaseEstimator):
                 f"Maximum iterations ({self.max_iter}) reached and the "
                 "optimization hasn't converged yet.",
                 ConvergenceWarning,
+                stacklevel=3,
             )
         return self
 
@@ -316,5 +320,6 @@ class NeuralEstimatorBase(BaseEstimator):
                 f"This estimator was fitted on device {saved!r}, which is not "
                 "available here; its networks were loaded on the CPU.",
                 UserWarning,
+                stacklevel=4,
             )
             return torch.device("cpu")

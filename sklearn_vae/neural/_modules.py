@@ -45,6 +45,10 @@ _LOG_2PI = math.log(2.0 * math.pi)
 # role and has the same default.
 _GAUSSIAN_VARIANCE_FLOOR = 1e-6
 
+# Means of a Bernoulli output layer are clipped to [eps, 1 - eps] before taking
+# the logit of a constant feature, so its initial bias stays finite (about 7).
+_BERNOULLI_MEAN_CLIP = 1e-3
+
 
 def make_mlp(
     n_inputs: int,
@@ -231,6 +235,24 @@ class LikelihoodDecoder(nn.Module):
         """Return ``E[x|z]``, shape ``(..., n_features)``."""
         raise NotImplementedError
 
+    @torch.no_grad()
+    def initialize_marginal(self, X: torch.Tensor) -> None:
+        """Start from the best factorised fit of ``X``, whatever ``z`` is.
+
+        Sets the output bias (and, for a Gaussian, the variance) to the
+        per-feature maximum-likelihood values, so training starts at the
+        independent-features baseline instead of at unit-scale outputs that
+        may be far off the data's scale.
+
+        Parameters
+        ----------
+        X : torch.Tensor of shape (n_samples, n_features)
+        """
+        self.network[-1].bias.copy_(self._natural_parameter(X.mean(dim=0)))
+
+    def _natural_parameter(self, mean: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
 
 class GaussianDecoder(LikelihoodDecoder):
     """``p(x|z) = N(mean(z), diag(variance))`` with a learned per-feature variance.
@@ -254,6 +276,15 @@ class GaussianDecoder(LikelihoodDecoder):
         super().__init__(n_components, n_features, hidden_layer_sizes, activation)
         self.log_variance = nn.Parameter(torch.zeros(n_features))
 
+    @torch.no_grad()
+    def initialize_marginal(self, X: torch.Tensor) -> None:
+        super().initialize_marginal(X)
+        variance = X.var(dim=0, correction=0) if len(X) > 1 else torch.ones_like(X[0])
+        self.log_variance.copy_(torch.log(variance + _GAUSSIAN_VARIANCE_FLOOR))
+
+    def _natural_parameter(self, mean: torch.Tensor) -> torch.Tensor:
+        return mean
+
     def variance(self) -> torch.Tensor:
         """Return the per-feature variance, floored away from zero."""
         return torch.exp(self.log_variance) + _GAUSSIAN_VARIANCE_FLOOR
@@ -275,6 +306,10 @@ class BernoulliDecoder(LikelihoodDecoder):
     Non-binary values in [0, 1] are scored by the same cross-entropy (the usual
     continuous relaxation for grey-level images).
     """
+
+    def _natural_parameter(self, mean: torch.Tensor) -> torch.Tensor:
+        # Logit of the mean, kept finite for features that are always 0 or 1.
+        return torch.logit(mean, eps=_BERNOULLI_MEAN_CLIP)
 
     def log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         logits = self.network(z)
