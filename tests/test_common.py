@@ -11,11 +11,15 @@ from sklearn.utils.estimator_checks import (
 )
 import pytest
 
-from sklearn_vae import EMGaussianMixture, VAETransformer
+from sklearn_vae import EMGaussianMixture, VAETransformer, VariationalGMMPrior
 
 CHECK_INSTANCES = [
     EMGaussianMixture(n_components=2, max_iter=20, random_state=0),
     VAETransformer(hidden_layer_sizes=(8,), max_iter=5, n_importance_samples=5),
+    VariationalGMMPrior(
+        n_components=3, latent_dim=2, hidden_layer_sizes=(8,), n_neighbors=5,
+        pretrain_epochs=2, max_iter=2, n_init=1, batch_size=64, random_state=0,
+    ),
 ]
 
 EXPECTED_FAILED_CHECKS = {
