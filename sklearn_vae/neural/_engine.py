@@ -30,6 +30,8 @@ steps, in call order::
       per epoch:
         callbacks: on_epoch_begin(engine, epoch)
         train_epoch(data, indices) -> iter_batches() -> train_step(batch)
+        diagnose(data, indices)    -> objective.diagnostics(...) on one fixed
+                                      batch, for costly per-epoch estimates
         validate(data, indices)    -> validation_step(batch)
         end_epoch(record): stopping rule, best weights, LR schedule
         callbacks: on_epoch_end(engine, record)   (may edit the model, add keys
@@ -225,6 +227,18 @@ class Objective:
         epochs, e.g. without annealing weights.
         """
         raise NotImplementedError
+
+    def diagnostics(
+        self, model: nn.Module, batch: Batch, context: StepContext
+    ) -> dict[str, torch.Tensor]:
+        """Return quantities to log once per epoch (none by default).
+
+        Called under ``torch.no_grad`` after each training epoch on the same
+        fixed batch of training rows, so an expensive estimate (e.g. of the
+        mutual information I(x; z)) costs one evaluation per epoch instead of
+        one per step.
+        """
+        return {}
 
 
 class Callback:
@@ -517,6 +531,22 @@ class TrainingEngine:
             )
         return {f"val_{name}": value for name, value in terms.items()}
 
+    def diagnose(self, data: TrainingData, indices: torch.Tensor) -> dict[str, float]:
+        """Return the objective's diagnostics on the first batch of ``indices``.
+
+        The rows and the noise are the same every epoch, so the logged values
+        follow the model rather than the draws.
+        """
+        self.model.eval()
+        context = StepContext(
+            self.epoch, make_generator(self._validation_seed, self.device), False, None
+        )
+        with torch.no_grad():
+            terms = self.objective.diagnostics(
+                self.model, data.batch(indices[: self.config.batch_size]), context
+            )
+        return {name: float(value) for name, value in terms.items()}
+
     # -- the loop ---------------------------------------------------------
     def fit(
         self, data: TrainingData, *, n_epochs: int | None = None
@@ -559,6 +589,7 @@ class TrainingEngine:
                 started = time.perf_counter()
                 record: dict[str, Any] = {"epoch": self.epoch + 1}
                 record.update(self.train_epoch(data, train_indices))
+                record.update(self.diagnose(data, train_indices))
                 if validation_indices is not None:
                     record.update(self.validate(data, validation_indices))
                 _check_finite(record, self.model, initial_state)

@@ -296,3 +296,27 @@ def test_verbose_shows_a_progress_bar(capsys):
 def test_per_row_arrays_must_match_the_number_of_rows():
     with pytest.raises(ValueError, match="neighbor"):
         TrainingData(torch.zeros(5, 2), neighbor=torch.zeros(4, dtype=torch.long))
+
+
+class Diagnosed(ELBO):
+    """ELBO that logs, once per epoch, which rows its diagnostics saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def diagnostics(self, model, batch, context):
+        assert not torch.is_grad_enabled() and not context.training
+        self.seen.append(batch.indices.clone())
+        return {"first_row": batch.indices[0].double()}
+
+
+def test_diagnostics_run_once_per_epoch_on_a_fixed_batch():
+    objective = Diagnosed()
+    _, result = train(
+        TrainingConfig(batch_size=16, max_epochs=3, early_stopping=True), objective=objective
+    )
+    assert len(objective.seen) == 3
+    assert all(torch.equal(rows, objective.seen[0]) for rows in objective.seen)
+    assert len(objective.seen[0]) == 16
+    assert [r["first_row"] for r in result.history] == [float(objective.seen[0][0])] * 3
