@@ -315,3 +315,11 @@ def test_any_configuration_fits_and_gives_valid_outputs(
     samples, labels = model.sample(7)
     assert samples.shape == (7, 5) and np.all((labels >= 0) & (labels < n_components))
     assert model.weights_.min() > 0
+
+
+def test_fits_and_pickles_on_every_available_device(data, device):
+    X, y = data
+    model = small_model(device=device, pretrain_epochs=5, max_iter=3).fit(X)
+    assert next(model.encoder_.parameters()).device.type == device
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_allclose(restored.predict_proba(X), model.predict_proba(X))
