@@ -1,0 +1,386 @@
+"""The ``sklearn-vae`` command line: the demo, and fit/apply models on data files.
+
+::
+
+    sklearn-vae demo [--out DIR] [--quick]
+    sklearn-vae fit {gmm,vae,vade} --data FILE [--param NAME=VALUE ...] --out MODEL
+    sklearn-vae {transform,predict,predict-proba} --model MODEL --data FILE --out FILE
+    sklearn-vae score --model MODEL --data FILE [--out FILE]
+    sklearn-vae sample --model MODEL [--n-samples N] [--component K] --out FILE
+
+Bad input (a missing or malformed file, an unknown or invalid parameter, data
+that does not match the model) ends with a one-line message on stderr and exit
+status 1, never a traceback; usage errors exit with status 2, as argparse does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import inspect
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from . import __version__
+from ._io import SUPPORTED_SUFFIXES, format_names, read_data, write_data
+from ._vade import VariationalGMMPrior
+from ._vae import VAETransformer
+from .mixture import EMGaussianMixture
+
+__all__ = ["CommandLineError", "MODELS", "build_parser", "main"]
+
+#: The estimator behind each ``MODEL`` name of ``sklearn-vae fit``.
+MODELS: dict[str, type[BaseEstimator]] = {
+    "gmm": EMGaussianMixture,
+    "vae": VAETransformer,
+    "vade": VariationalGMMPrior,
+}
+
+_PROGRAM = "sklearn-vae"
+_FILE_TYPES = ", ".join(SUPPORTED_SUFFIXES)
+
+
+class CommandLineError(ValueError):
+    """Bad input to the command line, reported as one line without a traceback."""
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    """Split ``name=value`` and read the value as a Python literal.
+
+    A value that is not a literal (``covariance_type=diag``) is kept as a
+    string, so that strings need no quotes on the command line.
+    """
+    name, separator, raw = text.partition("=")
+    if not separator or not name.strip():
+        raise CommandLineError(f"--param expects NAME=VALUE, got {text!r}.")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return name.strip(), value
+
+
+def _make_estimator(model: str, params: Sequence[str]) -> BaseEstimator:
+    estimator = MODELS[model]()
+    valid = estimator.get_params()
+    parsed = dict(_parse_param(text) for text in params)
+    unknown = sorted(set(parsed) - set(valid))
+    if unknown:
+        raise CommandLineError(
+            f"unknown parameter(s) {', '.join(map(repr, unknown))} for {model} "
+            f"({type(estimator).__name__}); valid parameters: {', '.join(sorted(valid))}."
+        )
+    # The estimator validates the values itself when it is fitted.
+    return estimator.set_params(**parsed)
+
+
+def _load_model(path: str) -> BaseEstimator:
+    if not Path(path).is_file():
+        raise CommandLineError(f"{path}: no such model file.")
+    try:
+        model = joblib.load(path)
+    except Exception as error:  # unpickling raises many unrelated types
+        raise CommandLineError(
+            f"{path}: cannot be loaded as a model ({type(error).__name__}: {error})."
+        ) from error
+    if not isinstance(model, BaseEstimator) or not hasattr(model, "n_features_in_"):
+        raise CommandLineError(
+            f"{path}: does not hold a fitted estimator; create one with "
+            f"'{_PROGRAM} fit'."
+        )
+    return model
+
+
+def _matching_data(model: BaseEstimator, data: Any, path: str) -> Any:
+    """Check ``data`` against the features the model was fitted on.
+
+    Named columns are matched by name (and put in the model's order); an
+    unnamed array must have the model's number of columns.
+    """
+    names = getattr(model, "feature_names_in_", None)
+    columns = getattr(data, "columns", None)
+    if names is not None and columns is not None:
+        missing = [name for name in names if name not in set(columns)]
+        if missing:
+            raise CommandLineError(
+                f"feature mismatch: {path} lacks the column(s) "
+                f"{format_names(missing)} that the model was fitted on."
+            )
+        extra = [name for name in columns if name not in set(names)]
+        if extra:
+            raise CommandLineError(
+                f"feature mismatch: {path} has the column(s) {format_names(extra)} "
+                "that the model was not fitted on."
+            )
+        return data[list(names)]
+    n_columns = data.shape[1]
+    if n_columns != model.n_features_in_:
+        raise CommandLineError(
+            f"feature mismatch: {path} has {n_columns} column(s) but the model was "
+            f"fitted on {model.n_features_in_} feature(s)."
+        )
+    # A model fitted without names takes a plain array (no spurious warning).
+    return data.to_numpy() if columns is not None else data
+
+
+def _require_method(model: BaseEstimator, method: str, command: str) -> None:
+    if not hasattr(model, method):
+        raise CommandLineError(
+            f"'{command}' needs a model with {method}(); "
+            f"{type(model).__name__} has none."
+        )
+
+
+def _command_demo(args: argparse.Namespace) -> None:
+    from ._demo import run_demo
+
+    run_demo(Path(args.out), quick=args.quick, device=args.device)
+
+
+def _command_fit(args: argparse.Namespace) -> None:
+    estimator = _make_estimator(args.model, args.param)
+    data = read_data(args.data)
+    started = time.perf_counter()
+    estimator.fit(data)
+    elapsed = time.perf_counter() - started
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump(estimator, args.out)
+    print(
+        f"Fitted {type(estimator).__name__} on {data.shape[0]} samples x "
+        f"{data.shape[1]} features in {elapsed:.2f} s; saved to {args.out}"
+    )
+
+
+def _model_and_data(args: argparse.Namespace, method: str) -> tuple[Any, Any]:
+    model = _load_model(args.model)
+    _require_method(model, method, args.command)
+    return model, _matching_data(model, read_data(args.data), args.data)
+
+
+def _write(path: str, values: np.ndarray, columns: Sequence[str]) -> None:
+    write_data(path, values, columns=columns)
+    shape = np.shape(values)
+    width = shape[1] if len(shape) > 1 else 1
+    print(f"Wrote {shape[0]} rows x {width} columns to {path}")
+
+
+def _command_transform(args: argparse.Namespace) -> None:
+    model, data = _model_and_data(args, "transform")
+    codes = model.transform(data)
+    if hasattr(model, "get_feature_names_out"):
+        columns = list(model.get_feature_names_out())
+    else:
+        columns = [f"component_{k}" for k in range(np.shape(codes)[1])]
+    _write(args.out, np.asarray(codes), columns)
+
+
+def _command_predict(args: argparse.Namespace) -> None:
+    model, data = _model_and_data(args, "predict")
+    _write(args.out, np.asarray(model.predict(data)), ["label"])
+
+
+def _command_predict_proba(args: argparse.Namespace) -> None:
+    model, data = _model_and_data(args, "predict_proba")
+    probabilities = np.asarray(model.predict_proba(data))
+    columns = [f"probability_{k}" for k in range(probabilities.shape[1])]
+    _write(args.out, probabilities, columns)
+
+
+def _command_score(args: argparse.Namespace) -> None:
+    model, data = _model_and_data(args, "score")
+    print(f"Mean score per sample: {model.score(data):.6g}")
+    if args.out is not None:
+        _require_method(model, "score_samples", args.command)
+        _write(args.out, np.asarray(model.score_samples(data)), ["score"])
+
+
+def _command_sample(args: argparse.Namespace) -> None:
+    model = _load_model(args.model)
+    _require_method(model, "sample", args.command)
+    if args.component is None:
+        result = model.sample(args.n_samples)
+    elif "component" in inspect.signature(model.sample).parameters:
+        result = model.sample(args.n_samples, component=args.component)
+    else:
+        raise CommandLineError(
+            f"--component needs a model that samples a chosen component; "
+            f"{type(model).__name__} cannot."
+        )
+    samples, labels = result if isinstance(result, tuple) else (result, None)
+    names = getattr(model, "feature_names_in_", None)
+    columns = (
+        [str(name) for name in names]
+        if names is not None
+        else [f"x{index}" for index in range(model.n_features_in_)]
+    )
+    values = np.asarray(samples)
+    # A table keeps each sample's component next to it; a .npy file holds only
+    # the samples, as the other commands' .npy outputs hold only values.
+    if labels is not None and Path(args.out).suffix.lower() != ".npy":
+        values = np.column_stack([values, labels])
+        columns.append("component")
+    _write(args.out, values, columns)
+
+
+def _add_apply_command(
+    subparsers: Any, name: str, help_text: str, *, out_required: bool = True
+) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    parser.add_argument(
+        "--model", required=True, help="a model file written by 'sklearn-vae fit'"
+    )
+    parser.add_argument(
+        "--data", required=True, help=f"the input table ({_FILE_TYPES})"
+    )
+    parser.add_argument(
+        "--out",
+        required=out_required,
+        help=f"the output file ({_FILE_TYPES}; the ending chooses the format)",
+    )
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser of the ``sklearn-vae`` command.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        Each subcommand stores its handler as the ``handler`` default.
+    """
+    parser = argparse.ArgumentParser(
+        prog=_PROGRAM,
+        description=(
+            "Probabilistic deep learning estimators with the scikit-learn API: "
+            "EMGaussianMixture (gmm), VAETransformer (vae) and VariationalGMMPrior "
+            "(vade). Run 'sklearn-vae demo' to see them on bundled data."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = subparsers.add_parser(
+        "demo",
+        help="cluster scikit-learn's digits with every model and plot the results",
+        description=(
+            "Fit VariationalGMMPrior, VAETransformer and EMGaussianMixture on "
+            "scikit-learn's digits, print clustering accuracy / NMI / ARI against "
+            "KMeans and GaussianMixture with fit times, compare EMGaussianMixture "
+            "with GaussianMixture, and write the figures."
+        ),
+    )
+    demo.add_argument(
+        "--out",
+        default="sklearn-vae-demo",
+        help="folder for the figures and results.csv (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--quick", action="store_true", help="a short run (under 30 s) with fewer epochs"
+    )
+    demo.add_argument(
+        "--device", default="cpu", help="torch device to compute on (default: %(default)s)"
+    )
+    demo.set_defaults(handler=_command_demo)
+
+    fit = subparsers.add_parser(
+        "fit",
+        help="fit a model on a data file and save it",
+        description="Fit a model on a data file and save it with joblib.",
+    )
+    fit.add_argument(
+        "model",
+        choices=sorted(MODELS),
+        help="gmm: EMGaussianMixture, vae: VAETransformer, vade: VariationalGMMPrior",
+    )
+    fit.add_argument("--data", required=True, help=f"the training table ({_FILE_TYPES})")
+    fit.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=(
+            "an estimator parameter; the value is read as a Python literal "
+            "(n_components=3, hidden_layer_sizes=(64,32)) or else as a string "
+            "(covariance_type=diag). Repeat for several."
+        ),
+    )
+    fit.add_argument("--out", required=True, help="the model file to write (.joblib)")
+    fit.set_defaults(handler=_command_fit)
+
+    _add_apply_command(
+        subparsers, "transform", "write the model's transform of the data"
+    ).set_defaults(handler=_command_transform)
+    _add_apply_command(
+        subparsers, "predict", "write the most likely component of each row"
+    ).set_defaults(handler=_command_predict)
+    _add_apply_command(
+        subparsers, "predict-proba", "write each component's posterior probability"
+    ).set_defaults(handler=_command_predict_proba)
+    _add_apply_command(
+        subparsers,
+        "score",
+        "print the mean score per sample; --out writes each row's score",
+        out_required=False,
+    ).set_defaults(handler=_command_score)
+
+    sample = subparsers.add_parser(
+        "sample",
+        help="write samples drawn from the model",
+        description="Write samples drawn from a fitted generative model.",
+    )
+    sample.add_argument(
+        "--model", required=True, help="a model file written by 'sklearn-vae fit'"
+    )
+    sample.add_argument(
+        "--n-samples", type=int, default=100, help="how many (default: %(default)s)"
+    )
+    sample.add_argument(
+        "--component",
+        type=int,
+        default=None,
+        help="draw every sample from this mixture component (vade models)",
+    )
+    sample.add_argument("--out", required=True, help=f"the output file ({_FILE_TYPES})")
+    sample.set_defaults(handler=_command_sample)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``sklearn-vae`` command.
+
+    Parameters
+    ----------
+    argv : sequence of str, default=None
+        The arguments after the program name; ``None`` reads ``sys.argv``.
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success (and for a bare ``sklearn-vae``, which
+        prints the help), 1 for bad input, 130 when interrupted.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        args.handler(args)
+    except KeyboardInterrupt:
+        print(f"{_PROGRAM}: interrupted", file=sys.stderr)
+        return 130
+    # Estimators report bad parameters and data as ValueError (scikit-learn's
+    # InvalidParameterError is one) and files fail with OSError; anything else
+    # is a bug and keeps its traceback.
+    except (ValueError, OSError) as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"{_PROGRAM}: error: {message}", file=sys.stderr)
+        return 1
+    return 0
