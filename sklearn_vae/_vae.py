@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
-from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
@@ -145,11 +144,13 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
     >>> from sklearn.datasets import load_digits
     >>> from sklearn_vae import VAETransformer
     >>> X = load_digits().data / 16
-    >>> vae = VAETransformer(n_components=2, hidden_layer_sizes=(64,),
-    ...                      likelihood="bernoulli", max_iter=5, random_state=0)
-    >>> Z = vae.fit_transform(X)  # doctest: +SKIP
-    >>> Z.shape  # doctest: +SKIP
+    >>> vae = VAETransformer(n_components=2, hidden_layer_sizes=(16,),
+    ...                      likelihood="bernoulli", max_iter=2, random_state=0)
+    >>> Z = vae.fit_transform(X)
+    >>> Z.shape
     (1797, 2)
+    >>> vae.score_samples(X[:3]).shape
+    (3,)
     """
 
     _parameter_constraints: dict = {
@@ -307,7 +308,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
         return self._map_rows(
             lambda model, rows: model.encoder(rows)[0],
             X,
-            elements_per_row=self._widest_layer(),
+            elements_per_row=self._widest_layer(self.n_components),
         )
 
     def inverse_transform(self, X: Any) -> np.ndarray:
@@ -323,19 +324,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
         X_original : ndarray of shape (n_samples, n_features_in_)
             In the dtype of the codes.
         """
-        check_is_fitted(self)
-        Z = check_array(X, dtype=[np.float64, np.float32])
-        if Z.shape[1] != self.n_components:
-            raise ValueError(
-                f"X has {Z.shape[1]} features, but {type(self).__name__}."
-                f"inverse_transform is expecting n_components={self.n_components} "
-                "latent features as input."
-            )
-        return self._map_rows(
-            lambda model, rows: model.decoder.mean(rows),
-            Z,
-            elements_per_row=self._widest_layer(),
-        )
+        return self._decode_latent(X, self.n_components, "n_components")
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Estimate ``log p(x)`` per sample by importance sampling (IWAE bound).
@@ -409,9 +398,6 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
             return to_numpy(self.decoder_.eval().mean(z))
 
     # -- helpers ----------------------------------------------------------
-    def _widest_layer(self) -> int:
-        return max(self.n_features_in_, self.n_components, *self._hidden_layer_sizes())
-
     def _inference_noise(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         generator = make_generator(derive_seed(self._seed, _INFERENCE_NOISE_KEY), device)
         return torch.randn(
@@ -429,7 +415,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
         return self._map_rows(
             lambda model, rows: statistic(log_importance_weights(model, rows, noise)),
             X,
-            elements_per_row=self.n_importance_samples * self._widest_layer(),
+            elements_per_row=self.n_importance_samples * self._widest_layer(self.n_components),
         )
 
     def __sklearn_tags__(self):

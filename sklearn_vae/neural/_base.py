@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
+from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
@@ -287,6 +287,30 @@ class NeuralEstimatorBase(BaseEstimator):
             chunk_size=max(1, _INFERENCE_BUDGET_ELEMENTS // max(1, elements_per_row)),
         )
         return out.astype(X.dtype, copy=False)
+
+    def _decode_latent(self, Z: Any, n_latent: int, parameter_name: str) -> np.ndarray:
+        """``inverse_transform``'s work: validate latent points, return ``E[x|z]``.
+
+        ``n_latent`` is the latent width the estimator's ``parameter_name``
+        sets; the result keeps the dtype of ``Z``.
+        """
+        check_is_fitted(self)
+        Z = check_array(Z, dtype=[np.float64, np.float32])
+        if Z.shape[1] != n_latent:
+            raise ValueError(
+                f"X has {Z.shape[1]} features, but {type(self).__name__}."
+                f"inverse_transform is expecting {parameter_name}={n_latent} "
+                "latent features as input."
+            )
+        return self._map_rows(
+            lambda model, rows: model.decoder.mean(rows),
+            Z,
+            elements_per_row=self._widest_layer(n_latent),
+        )
+
+    def _widest_layer(self, n_latent: int) -> int:
+        """Width of the widest tensor a row passes through (for chunking)."""
+        return max(self.n_features_in_, n_latent, *self._hidden_layer_sizes())
 
     # -- pickling ---------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
