@@ -22,13 +22,16 @@ import torch
 
 from ._engine import Batch, Objective, StepContext
 from ._modules import VariationalAutoencoder, diagonal_gaussian_log_prob
+from ._mutual_information import encoder_mutual_information
 
 __all__ = [
     "ELBO",
     "elbo_from_log_weights",
     "importance_weighted_bound",
     "log_importance_weights",
+    "mutual_information_diagnostics",
     "reparameterize",
+    "sample_posterior",
 ]
 
 
@@ -50,7 +53,10 @@ def reparameterize(
 
 
 def log_importance_weights(
-    model: VariationalAutoencoder, x: torch.Tensor, noise: torch.Tensor
+    model: VariationalAutoencoder,
+    x: torch.Tensor,
+    noise: torch.Tensor,
+    posterior: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Return ``log w_k(x)`` for every row of ``x`` and every draw in ``noise``.
 
@@ -58,17 +64,20 @@ def log_importance_weights(
     ----------
     model : VariationalAutoencoder
     x : torch.Tensor of shape (n_samples, n_features)
-    noise : torch.Tensor of shape (n_draws, n_components)
+    noise : torch.Tensor of shape (n_draws, n_components) or (n_draws, n_samples, n_components)
         Standard normal draws. Passing the same draws for every row (common
-        random numbers) makes the result of a row independent of the others.
+        random numbers) makes the result of a row independent of the others;
+        training draws them per row.
+    posterior : tuple of torch.Tensor, default=None
+        ``model.encoder(x)`` if the caller already computed it.
 
     Returns
     -------
     torch.Tensor of shape (n_draws, n_samples)
         In nats.
     """
-    mean, log_var = model.encoder(x)
-    z = reparameterize(mean, log_var, noise[:, None, :])
+    mean, log_var = model.encoder(x) if posterior is None else posterior
+    z = reparameterize(mean, log_var, noise.reshape(noise.shape[0], -1, noise.shape[-1]))
     return (
         model.decoder.log_prob(x, z)
         + model.prior_log_prob(z)
@@ -104,13 +113,43 @@ def elbo_from_log_weights(log_weights: torch.Tensor) -> torch.Tensor:
     return log_weights.mean(dim=0)
 
 
+def sample_posterior(
+    model: VariationalAutoencoder, x: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw one reparameterised ``z ~ q(z|x)`` per row of ``x``.
+
+    Returns
+    -------
+    z, mean, log_var : torch.Tensor of shape (n_samples, n_components)
+        The draws and the encoder's outputs.
+    """
+    mean, log_var = model.encoder(x)
+    noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    return reparameterize(mean, log_var, noise), mean, log_var
+
+
+def mutual_information_diagnostics(
+    model: VariationalAutoencoder, batch: Batch, context: StepContext
+) -> dict[str, torch.Tensor]:
+    """The per-epoch diagnostics of a Gaussian-encoder objective.
+
+    ``mutual_information``: I(x; z) of the encoding distribution on the batch,
+    estimated by
+    :func:`~sklearn_vae.neural._mutual_information.encoder_mutual_information`
+    (a lower bound, in nats, at most ``log(len(batch))``).
+    """
+    z, mean, log_var = sample_posterior(model, batch.X, context.generator)
+    return {"mutual_information": encoder_mutual_information(z, mean, log_var)}
+
+
 class ELBO(Objective):
     """The negative evidence lower bound, with a beta weight and KL warm-up.
 
     ``loss = reconstruction + kl_weight(epoch) * beta * kl`` where
     ``reconstruction = -E_q(z|x)[log p(x|z)]`` (one reparameterised draw) and
     ``kl = KL(q(z|x) || p(z))`` (analytic). During validation the warm-up
-    weight is 1, so validation losses compare across epochs.
+    weight is 1, so validation losses compare across epochs. Once per epoch
+    :func:`mutual_information_diagnostics` logs ``mutual_information``.
 
     Parameters
     ----------
@@ -152,3 +191,8 @@ class ELBO(Objective):
             "reconstruction": reconstruction,
             "kl": kl,
         }
+
+    def diagnostics(
+        self, model: VariationalAutoencoder, batch: Batch, context: StepContext
+    ) -> dict[str, torch.Tensor]:
+        return mutual_information_diagnostics(model, batch, context)
