@@ -1,0 +1,191 @@
+"""EMGaussianMixture against scikit-learn's GaussianMixture, side by side.
+
+Both estimators fit the same data from the same initial parameters (scikit-learn's
+k-means initialisation, passed as ``weights_init``/``means_init``/
+``precisions_init``) in this one process. Each configuration runs twice: to
+convergence (default ``tol``) and for a fixed 20 iterations (``tol=0``), since
+well-separated blobs converge in a few iterations and hide the per-iteration
+cost. Printed per run: wall times, the speed-up (scikit-learn time / ours), the
+time per iteration, both final lower bounds and their relative difference, and
+the peak resident memory above the baseline during each fit.
+
+Usage::
+
+    python benchmarks/bench_gmm.py            # the configurations of issue 2
+    python benchmarks/bench_gmm.py --quick    # a small smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import sklearn
+import torch
+from sklearn.datasets import make_blobs
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+
+from sklearn_vae import EMGaussianMixture
+
+CONFIGURATIONS = [
+    # n_samples, n_features, n_components, covariance_type
+    (100_000, 32, 16, "full"),
+    (20_000, 64, 32, "full"),
+    (100_000, 32, 16, "tied"),
+    (200_000, 16, 8, "diag"),
+]
+QUICK_CONFIGURATIONS = [
+    (5_000, 8, 4, "full"),
+    (5_000, 8, 4, "tied"),
+    (5_000, 8, 4, "diag"),
+    (5_000, 8, 4, "spherical"),
+]
+FIXED_ITERATIONS = 20
+
+
+class PeakMemory:
+    """Peak resident set size above the starting one, sampled in a thread.
+
+    Covers numpy and torch allocations alike (tracemalloc sees only the
+    former).
+    """
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval = interval
+        self._page = os.sysconf("SC_PAGE_SIZE")
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * self._page
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        self.baseline = self.peak = self._rss()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def megabytes(self) -> float:
+        return (self.peak - self.baseline) / 2**20
+
+
+@dataclass
+class Run:
+    seconds: float
+    lower_bound: float
+    n_iter: int
+    peak_mb: float
+
+
+def timed_fit(estimator, X) -> Run:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with PeakMemory() as memory:
+            start = time.perf_counter()
+            estimator.fit(X)
+            seconds = time.perf_counter() - start
+    return Run(seconds, float(estimator.lower_bound_), estimator.n_iter_, memory.megabytes)
+
+
+def initial_parameters(X, n_components, covariance_type):
+    """scikit-learn's k-means initialisation (max_iter=0 returns it)."""
+    init = GaussianMixture(
+        n_components, covariance_type=covariance_type, max_iter=0, random_state=0
+    ).fit(X)
+    return dict(
+        weights_init=init.weights_,
+        means_init=init.means_,
+        precisions_init=init.precisions_,
+    )
+
+
+def compare(X, n_components, covariance_type, init, *, tol, max_iter):
+    common = dict(
+        n_components=n_components,
+        covariance_type=covariance_type,
+        tol=tol,
+        max_iter=max_iter,
+        **{name: value.astype(X.dtype) for name, value in init.items()},
+    )
+    theirs = timed_fit(GaussianMixture(**common), X)
+    ours = timed_fit(EMGaussianMixture(**common), X)
+    return theirs, ours
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    arguments = parser.parse_args()
+    configurations = QUICK_CONFIGURATIONS if arguments.quick else CONFIGURATIONS
+
+    print(
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"scikit-learn {sklearn.__version__}, numpy {np.__version__}, "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(
+        "ratio = scikit-learn seconds / EMGaussianMixture seconds; "
+        "it/s columns are seconds per iteration; memory is peak RSS above baseline"
+    )
+    header = (
+        f"{'config':<26} {'dtype':<8} {'run':<9} {'iters':>9} {'sk s':>7} "
+        f"{'ours s':>7} {'ratio':>6} {'sk s/it':>8} {'our s/it':>8} "
+        f"{'it ratio':>8} {'sk bound':>12} {'our bound':>12} {'rel diff':>8} "
+        f"{'sk MB':>6} {'our MB':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for n_samples, n_features, n_components, covariance_type in configurations:
+        X64, _ = make_blobs(
+            n_samples=n_samples,
+            n_features=n_features,
+            centers=n_components,
+            random_state=0,
+        )
+        init = initial_parameters(X64, n_components, covariance_type)
+        name = f"n={n_samples} d={n_features} k={n_components} {covariance_type}"
+        for dtype in (np.float64, np.float32):
+            X = X64.astype(dtype)
+            for run, tol, max_iter in (
+                ("converge", 1e-3, 100),
+                (f"fixed{FIXED_ITERATIONS}", 0.0, FIXED_ITERATIONS),
+            ):
+                theirs, ours = compare(
+                    X, n_components, covariance_type, init, tol=tol, max_iter=max_iter
+                )
+                sk_per_it = theirs.seconds / max(theirs.n_iter, 1)
+                our_per_it = ours.seconds / max(ours.n_iter, 1)
+                relative = abs(ours.lower_bound - theirs.lower_bound) / abs(
+                    theirs.lower_bound
+                )
+                print(
+                    f"{name:<26} {np.dtype(dtype).name:<8} {run:<9} "
+                    f"{theirs.n_iter:>4}/{ours.n_iter:<4} {theirs.seconds:>7.3f} "
+                    f"{ours.seconds:>7.3f} {theirs.seconds / ours.seconds:>6.2f} "
+                    f"{sk_per_it:>8.4f} {our_per_it:>8.4f} "
+                    f"{sk_per_it / our_per_it:>8.2f} {theirs.lower_bound:>12.6f} "
+                    f"{ours.lower_bound:>12.6f} {relative:>8.1e} "
+                    f"{theirs.peak_mb:>6.0f} {ours.peak_mb:>6.0f}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
