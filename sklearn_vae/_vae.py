@@ -13,13 +13,17 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._backend import make_generator, seed_from_random_state, to_numpy
 from .neural._base import NeuralEstimatorBase, derive_seed
-from .neural._engine import TrainingData
+from .neural._avb import AdversarialVariationalBayes, ImplicitEncoder, encoder_draws
+from .neural._engine import Objective, TrainingData
+from .neural._iwae import ImportanceWeightedBound
+from .neural._mine import InfoMax
 from .neural._modules import (
     BernoulliDecoder,
     GaussianDecoder,
     GaussianEncoder,
     VariationalAutoencoder,
 )
+from .neural._mutual_information import PairCritic
 from .neural._objectives import (
     ELBO,
     elbo_from_log_weights,
@@ -67,6 +71,35 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
         Number of epochs over which the KL weight rises linearly to ``beta``
         (annealing against posterior collapse). The stopping rule ignores these
         epochs.
+    objective : {'elbo', 'iwae', 'avb', 'mine'}, default='elbo'
+        What training maximises, on the same engine:
+
+        - ``'elbo'``: the ELBO above.
+        - ``'iwae'``: the importance-weighted bound with ``n_train_samples``
+          draws per row (Burda et al. 2016), tighter than the ELBO, so the
+          decoder reaches a higher likelihood; ``beta`` and ``kl_warmup`` do
+          not apply.
+        - ``'avb'``: Adversarial Variational Bayes (Mescheder et al. 2017): an
+          implicit encoder ``z = f(x, eps)`` whose posterior may take any
+          shape (several modes), with the KL estimated by a discriminator
+          ``T(x, z)`` (``critic_``) trained adversarially. ``transform`` then
+          returns the mean of 32 posterior draws made with noise fixed at
+          construction (common random numbers from ``random_state``), and
+          :meth:`score_samples` and :meth:`score` use the Gaussian fitted to
+          those draws as their proposal.
+        - ``'mine'``: an InfoMax VAE: the ELBO plus ``mi_weight`` times MINE's
+          lower bound on I(x; z) (Belghazi et al. 2018) from a critic network
+          (``critic_``), against posterior collapse.
+    n_train_samples : int, default=5
+        Latent draws per row and training step: importance samples for
+        ``'iwae'``, posterior draws for ``'avb'`` (at least 2 with
+        ``adaptive_contrast``). Ignored by ``'elbo'`` and ``'mine'``.
+    mi_weight : float, default=1.0
+        Weight of the mutual-information bound for ``objective='mine'``.
+    adaptive_contrast : bool, default=False
+        For ``objective='avb'``: compare the posterior with the Gaussian of its
+        own moments instead of with the prior (the paper's adaptive
+        contrast), an easier task for the discriminator.
     learning_rate_init : float, default=1e-3
         Adam's step size.
     learning_rate : {'constant', 'adaptive'}, default='constant'
@@ -111,18 +144,28 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
     Attributes
     ----------
     encoder_ : torch.nn.Module
-        Maps ``x`` to the posterior mean and log-variance.
+        Maps ``x`` to the posterior mean and log-variance (for ``'avb'``: an
+        implicit encoder whose ``sample`` method draws from ``q(z|x)``, and
+        which, called, returns the moments of its fixed draws).
     decoder_ : torch.nn.Module
         Maps ``z`` to the likelihood's parameters (its ``mean`` method gives
         ``E[x|z]``).
+    critic_ : torch.nn.Module
+        Only for ``objective='mine'`` (MINE's critic) and ``'avb'`` (the
+        discriminator): the network ``T(x, z)``.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Names of features seen during fit, when ``X`` has string column names.
     history_ : list of dict
         One record per epoch: ``epoch``, the training ``loss`` (negative
-        annealed ELBO), ``reconstruction`` and ``kl`` (nats per sample),
-        ``val_loss``, ``val_reconstruction``, ``val_kl`` under early stopping,
+        annealed ELBO, or the selected objective), its terms
+        (``reconstruction`` and ``kl`` in nats per sample; ``elbo`` for
+        ``'iwae'``; ``critic_loss`` for ``'avb'`` and ``'mine'``;
+        ``mine_bound`` for ``'mine'``), ``mutual_information`` (an InfoNCE
+        lower bound on I(x; z) in nats, on one fixed batch of training rows,
+        at most ``log(batch_size)``: with the encoder's density as critic, or
+        for ``'avb'`` the discriminator), ``val_`` terms under early stopping,
         ``learning_rate`` and ``time`` (seconds).
     loss_curve_ : list of float
         The training loss of each epoch.
@@ -160,6 +203,10 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
         "beta": [Interval(Real, 0, None, closed="left")],
         "kl_warmup": [Interval(Integral, 0, None, closed="left")],
         "n_importance_samples": [Interval(Integral, 1, None, closed="left")],
+        "objective": [StrOptions({"elbo", "iwae", "avb", "mine"})],
+        "n_train_samples": [Interval(Integral, 1, None, closed="left")],
+        "mi_weight": [Interval(Real, 0, None, closed="left")],
+        "adaptive_contrast": ["boolean"],
     }
 
     def __init__(
@@ -171,6 +218,10 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
         likelihood: str = "gaussian",
         beta: float = 1.0,
         kl_warmup: int = 0,
+        objective: str = "elbo",
+        n_train_samples: int = 5,
+        mi_weight: float = 1.0,
+        adaptive_contrast: bool = False,
         learning_rate_init: float = 1e-3,
         learning_rate: str = "constant",
         batch_size: int | str = "auto",
@@ -193,6 +244,10 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
         self.likelihood = likelihood
         self.beta = beta
         self.kl_warmup = kl_warmup
+        self.objective = objective
+        self.n_train_samples = n_train_samples
+        self.mi_weight = mi_weight
+        self.adaptive_contrast = adaptive_contrast
         self.learning_rate_init = learning_rate_init
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -212,22 +267,40 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
     # -- template methods of NeuralEstimatorBase ---------------------------
     def _build_model(self, n_features: int) -> VariationalAutoencoder:
         hidden = self._hidden_layer_sizes()
-        return VariationalAutoencoder(
-            GaussianEncoder(n_features, self.n_components, hidden, self.activation),
+        encoder = ImplicitEncoder if self.objective == "avb" else GaussianEncoder
+        model = VariationalAutoencoder(
+            encoder(n_features, self.n_components, hidden, self.activation),
             _DECODERS[self.likelihood](
                 self.n_components, n_features, hidden, self.activation
             ),
         )
+        if self.objective in ("avb", "mine"):
+            model.critic = PairCritic(n_features, self.n_components, hidden, self.activation)
+        return model
 
-    def _build_objective(self) -> ELBO:
-        return ELBO(beta=self.beta, kl_warmup=self.kl_warmup)
+    def _build_objective(self) -> Objective:
+        if self.objective == "iwae":
+            return ImportanceWeightedBound(self.n_train_samples)
+        if self.objective == "avb":
+            return AdversarialVariationalBayes(
+                self.beta, self.kl_warmup, self.n_train_samples, self.adaptive_contrast
+            )
+        elbo = ELBO(beta=self.beta, kl_warmup=self.kl_warmup)
+        return InfoMax(elbo, self.mi_weight) if self.objective == "mine" else elbo
 
     def _store_model(self, model: VariationalAutoencoder) -> None:
         self.encoder_ = model.encoder
         self.decoder_ = model.decoder
+        if hasattr(model, "critic"):
+            self.critic_ = model.critic
+        else:  # a refit with another objective must not keep an old critic
+            vars(self).pop("critic_", None)
 
     def _fitted_model(self) -> VariationalAutoencoder:
-        return VariationalAutoencoder(self.encoder_, self.decoder_)
+        model = VariationalAutoencoder(self.encoder_, self.decoder_)
+        if hasattr(self, "critic_"):
+            model.critic = self.critic_
+        return model
 
     def _initialize_model(
         self, model: VariationalAutoencoder, data: TrainingData, seed: int
@@ -295,6 +368,10 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
     def transform(self, X: Any) -> np.ndarray:
         """Return the posterior means ``E[z|x]``.
 
+        For ``objective='avb'`` the posterior has no closed form: the mean of
+        its 32 draws made with noise fixed at construction, the same for every
+        row (deterministic and row-independent).
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
@@ -308,7 +385,8 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
         return self._map_rows(
             lambda model, rows: model.encoder(rows)[0],
             X,
-            elements_per_row=self._widest_layer(self.n_components),
+            elements_per_row=self._widest_layer(self.n_components)
+            * encoder_draws(self.encoder_),
         )
 
     def inverse_transform(self, X: Any) -> np.ndarray:
@@ -334,6 +412,12 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
         by every row, so the result is deterministic and a row's value does not
         depend on the other rows.
 
+        For ``objective='avb'``, whose implicit posterior has no density, the
+        proposal is the diagonal Gaussian with the mean and variance of the
+        posterior's fixed draws (see :meth:`transform`): still an estimate of
+        ``log p(x)`` whose expectation is below it, tight when the proposal
+        covers the posterior.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
@@ -352,6 +436,8 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
 
         The ELBO of each row is averaged over the same fixed draws as
         :meth:`score_samples`, so it never exceeds that row's IWAE estimate.
+        For ``objective='avb'`` it is the ELBO of the Gaussian proposal of
+        :meth:`score_samples`, a lower bound on the implicit posterior's.
 
         Parameters
         ----------
@@ -415,7 +501,8 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
         return self._map_rows(
             lambda model, rows: statistic(log_importance_weights(model, rows, noise)),
             X,
-            elements_per_row=self.n_importance_samples * self._widest_layer(self.n_components),
+            elements_per_row=max(self.n_importance_samples, encoder_draws(self.encoder_))
+            * self._widest_layer(self.n_components),
         )
 
     def __sklearn_tags__(self):
