@@ -12,8 +12,8 @@ jointly with the networks (VaDE, Jiang et al., IJCAI 2017), made reliable:
    with the best MAP objective under ``weight_concentration_prior`` seeds the
    latent mixture.
 3. *Joint training* (``max_iter`` epochs): VaDE's ELBO, the Dirichlet MAP term,
-   and SCAN's neighbour-consistency and batch-entropy terms, with a guard that
-   re-seeds collapsed components.
+   SCAN's neighbour-consistency and batch-entropy terms and the
+   neighbour-preserving term, with a guard that re-seeds collapsed components.
 
 Both training phases run on the shared training engine; the math of the
 mixture prior lives in :mod:`sklearn_vae.neural._mixture_prior`.
@@ -110,8 +110,10 @@ class VariationalGMMPrior(
         neighbour-preserving pretraining and the consistency term. None turns
         both off (plain VaDE). Each training step then also encodes one
         neighbour per row (about twice the cost of a plain step).
-    neighbor_weight : float, default=1.0
-        Weight of the neighbour-preserving term during pretraining.
+    neighbor_weight : float, default=3.0
+        Weight of the neighbour-preserving term, in pretraining and in joint
+        training (where it keeps the codes from drifting away from the
+        input's neighbourhoods).
     consistency_weight : float, default=1.0
         Weight of the neighbour-consistency minus batch-entropy term during
         joint training; 0 turns it off.
@@ -242,7 +244,7 @@ class VariationalGMMPrior(
         likelihood: str = "gaussian",
         covariance_type: str = "diag",
         n_neighbors: int | None = 15,
-        neighbor_weight: float = 1.0,
+        neighbor_weight: float = 3.0,
         consistency_weight: float = 1.0,
         pretrain_epochs: int = 100,
         n_init: int = 10,
@@ -301,7 +303,9 @@ class VariationalGMMPrior(
         return MixturePriorVAE(encoder, decoder, prior)
 
     def _build_objective(self) -> MixturePriorELBO:
-        return MixturePriorELBO(self.weight_concentration_prior, self.consistency_weight)
+        return MixturePriorELBO(
+            self.weight_concentration_prior, self.consistency_weight, self.neighbor_weight
+        )
 
     def _callbacks(self) -> list[Callback]:
         if self.weight_concentration_prior is not None and self.weight_concentration_prior < 1:

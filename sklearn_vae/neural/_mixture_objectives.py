@@ -56,6 +56,14 @@ def _uses_neighbors(batch: Batch) -> bool:
     return "neighbors" in batch.data.arrays
 
 
+def _neighbor_embedding_term(
+    mean: torch.Tensor, neighbor_mean: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Batch mean of the UMAP term, with in-batch negatives drawn from ``generator``."""
+    negatives = sample_negatives(len(mean), N_NEGATIVES, generator, mean.device)
+    return neighbor_embedding_loss(mean, neighbor_mean, mean[negatives]).mean()
+
+
 class NeighborEmbeddingPretraining(Objective):
     """Autoencoder reconstruction plus parametric UMAP's neighbour term.
 
@@ -88,10 +96,8 @@ class NeighborEmbeddingPretraining(Objective):
         loss = reconstruction
         if _uses_neighbors(batch):
             neighbor_mean, _ = model.encoder(_sampled_neighbor_rows(batch, context.generator))
-            negatives = sample_negatives(len(batch), N_NEGATIVES, context.generator, mean.device)
-            embedding = neighbor_embedding_loss(mean, neighbor_mean, mean[negatives]).mean()
-            terms["neighbor_embedding"] = embedding
-            loss = loss + self.neighbor_weight * embedding
+            terms["neighbor_embedding"] = _neighbor_embedding_term(mean, neighbor_mean, context.generator)
+            loss = loss + self.neighbor_weight * terms["neighbor_embedding"]
         terms["loss"] = loss
         return terms
 
@@ -105,6 +111,7 @@ class MixturePriorELBO(Objective):
         loss = -log p(x|z) + kl_latent + kl_cluster
                - log Dir(pi | alpha) / n_samples
                + consistency_weight * (consistency - batch_entropy)
+               + neighbor_weight * neighbor_embedding
 
     ``kl_latent`` and ``kl_cluster`` are
     :meth:`~sklearn_vae.neural._mixture_prior.GaussianMixturePrior.kl_terms`.
@@ -123,13 +130,21 @@ class MixturePriorELBO(Objective):
         likelihood weights).
     consistency_weight : float
         Weight of the SCAN terms; ignored without a ``"neighbors"`` array.
+    neighbor_weight : float, default=0.0
+        Weight of the neighbour-preserving term of the pretraining, kept
+        during joint training so the codes do not drift from the input's
+        neighbourhoods; ignored without a ``"neighbors"`` array.
     """
 
     def __init__(
-        self, weight_concentration_prior: float | None, consistency_weight: float
+        self,
+        weight_concentration_prior: float | None,
+        consistency_weight: float,
+        neighbor_weight: float = 0.0,
     ) -> None:
         self.weight_concentration_prior = weight_concentration_prior
         self.consistency_weight = consistency_weight
+        self.neighbor_weight = neighbor_weight
 
     def loss_terms(
         self, model: MixturePriorVAE, batch: Batch, context: StepContext
@@ -148,14 +163,23 @@ class MixturePriorELBO(Objective):
             log_prior = model.prior.log_dirichlet_prior(self.weight_concentration_prior)
             terms["log_weight_prior"] = log_prior / len(batch.data)
             loss = loss - terms["log_weight_prior"]
-        if self.consistency_weight > 0 and _uses_neighbors(batch):
+        if _uses_neighbors(batch) and (self.neighbor_weight > 0 or self.consistency_weight > 0):
+            # One sampled neighbour per item serves both neighbour terms.
             neighbor_mean, _ = model.encoder(_sampled_neighbor_rows(batch, context.generator))
-            terms["consistency"] = neighbor_consistency_loss(
-                model.prior.log_responsibilities(mean),
-                model.prior.log_responsibilities(neighbor_mean),
-            ).mean()
-            terms["batch_entropy"] = batch_entropy(log_gamma)
-            loss = loss + self.consistency_weight * (terms["consistency"] - terms["batch_entropy"])
+            if self.neighbor_weight > 0:
+                terms["neighbor_embedding"] = _neighbor_embedding_term(
+                    mean, neighbor_mean, context.generator
+                )
+                loss = loss + self.neighbor_weight * terms["neighbor_embedding"]
+            if self.consistency_weight > 0:
+                terms["consistency"] = neighbor_consistency_loss(
+                    model.prior.log_responsibilities(mean),
+                    model.prior.log_responsibilities(neighbor_mean),
+                ).mean()
+                terms["batch_entropy"] = batch_entropy(log_gamma)
+                loss = loss + self.consistency_weight * (
+                    terms["consistency"] - terms["batch_entropy"]
+                )
         terms["loss"] = loss
         return terms
 

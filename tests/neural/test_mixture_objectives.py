@@ -61,13 +61,14 @@ def test_pretraining_does_not_train_the_prior_or_the_decoder_variance():
 def test_mixture_elbo_terms_add_up_and_train_everything():
     model = _model()
     batch = _batch(with_neighbors=True)
-    terms = MixturePriorELBO(weight_concentration_prior=5.0, consistency_weight=0.5).loss_terms(
-        model, batch, _context()
-    )
+    terms = MixturePriorELBO(
+        weight_concentration_prior=5.0, consistency_weight=0.5, neighbor_weight=2.0
+    ).loss_terms(model, batch, _context())
     expected = (
         terms["reconstruction"] + terms["kl_latent"] + terms["kl_cluster"]
         - terms["log_weight_prior"]
         + 0.5 * (terms["consistency"] - terms["batch_entropy"])
+        + 2.0 * terms["neighbor_embedding"]
     )
     torch.testing.assert_close(terms["loss"], expected)
     # The Dirichlet log prior of the whole data set, spread over its 20 rows.
@@ -84,7 +85,7 @@ def test_mixture_elbo_without_options_is_plain_vade():
     assert set(terms) == {"loss", "reconstruction", "kl_latent", "kl_cluster"}
     torch.testing.assert_close(terms["loss"], terms["reconstruction"] + terms["kl_latent"] + terms["kl_cluster"])
     no_consistency = MixturePriorELBO(None, 0.0).loss_terms(model, _batch(True), _context())
-    assert "consistency" not in no_consistency
+    assert set(no_consistency) == set(terms)
 
 
 def test_mixture_elbo_noise_comes_from_the_context_generator():
