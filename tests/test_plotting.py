@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits, make_blobs
 from sklearn.decomposition import PCA
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 from sklearn_vae.plotting import (
@@ -216,3 +217,63 @@ class _Fitted:
 
     def __init__(self, **attributes):
         self.__dict__.update(attributes)
+
+
+@pytest.fixture(scope="module")
+def vade_2d():
+    from sklearn_vae import VariationalGMMPrior
+
+    X, y = make_blobs(n_samples=120, n_features=6, centers=3, random_state=0)
+    vade = VariationalGMMPrior(
+        n_components=3,
+        latent_dim=2,
+        hidden_layer_sizes=(16,),
+        n_neighbors=5,
+        pretrain_epochs=2,
+        max_iter=2,
+        n_init=1,
+        random_state=0,
+    )
+    with pytest.warns(ConvergenceWarning):  # two epochs are enough for plots
+        vade.fit(X)
+    return vade, X, y
+
+
+def test_posterior_map_of_a_latent_mixture_prior(vade_2d):
+    vade, X, _ = vade_2d
+    display = PosteriorMapDisplay.from_estimator(vade, X, grid_resolution=20)
+    np.testing.assert_allclose(display.points, vade.transform(X))
+    # The points are coloured by the prior's posterior at their codes, which is
+    # the estimator's own cluster posterior at the posterior mean.
+    np.testing.assert_array_equal(display.labels, vade.predict(X))
+    assert display.ax_.get_xlabel() == "latent dimension 1"
+
+
+def test_ellipses_of_a_latent_mixture_prior(vade_2d):
+    vade, X, _ = vade_2d
+    display = MixtureEllipsesDisplay.from_estimator(vade, X)
+    assert len(display.ellipses_) == 3
+    np.testing.assert_allclose(display.ellipses_[2][0].center, vade.means_[2])
+
+
+def test_latent_space_coloured_by_clusters_without_labels(vade_2d):
+    vade, X, _ = vade_2d
+    display = LatentSpaceDisplay.from_estimator(vade, X)
+    np.testing.assert_array_equal(display.labels, vade.predict(X))
+
+
+def test_samples_of_a_mixture_prior_come_one_row_per_component(vade_2d):
+    vade, _, _ = vade_2d
+    display = GeneratedSamplesDisplay.from_estimator(vade, n_samples=3)
+    assert display.samples.shape == (3, 3, 6)
+    assert [t.get_text() for t in display.ax_.get_yticklabels()] == [
+        "component 0", "component 1", "component 2"
+    ]  # fmt: skip
+
+
+def test_training_curves_of_a_neural_estimator(vade_2d):
+    vade, _, _ = vade_2d
+    display = TrainingCurvesDisplay.from_estimator(vade)
+    assert "loss" in display.lines_
+    assert "learning_rate" not in display.lines_
+    assert len(display.lines_["loss"].get_xdata()) == len(vade.history_)
