@@ -347,9 +347,13 @@ def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def _split_decay(parameters: Iterable[nn.Parameter], weight_decay: float) -> list[dict]:
     # scikit-learn's MLP penalises weights, not biases: only matrices decay.
-    matrices, vectors = [], []
-    for parameter in parameters:
-        (matrices if parameter.ndim >= 2 else vectors).append(parameter)
+    # Without decay one group suffices, and each extra group costs a pass of
+    # the optimiser's Python loop per step.
+    parameters = list(parameters)
+    if weight_decay == 0:
+        return [{"params": parameters, "weight_decay": 0.0}]
+    matrices = [p for p in parameters if p.ndim >= 2]
+    vectors = [p for p in parameters if p.ndim < 2]
     groups = [{"params": matrices, "weight_decay": weight_decay}]
     if vectors:
         groups.append({"params": vectors, "weight_decay": 0.0})
@@ -422,9 +426,12 @@ class TrainingEngine:
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Build one Adam optimiser per update step."""
         return {
+            # foreach: torch's multi-tensor update, one kernel per operation
+            # for all parameters instead of one per parameter.
             step.name: torch.optim.Adam(
                 _split_decay(step.parameters, self.config.weight_decay),
                 lr=self.config.learning_rate,
+                foreach=True,
             )
             for step in self.update_steps
         }
@@ -667,7 +674,10 @@ def _mean_terms(
     for n, terms in weighted_terms:
         n_rows += n
         for name, value in terms.items():
-            totals[name] = totals[name] + value * n if name in totals else value * n
+            if name in totals:
+                totals[name].add_(value, alpha=n)
+            else:
+                totals[name] = value * n
     return {name: float(total) / n_rows for name, total in totals.items()}
 
 
