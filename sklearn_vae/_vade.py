@@ -34,7 +34,7 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._backend import (
@@ -71,6 +71,9 @@ _COLLAPSE_FRACTION = 0.1
 #: Common random numbers for score_samples: this many latent draws, the same
 #: for every row, so the score is deterministic and row-independent.
 _N_SCORE_DRAWS = 16
+
+#: Rows encoded at once when computing the codes the mixture is initialised on.
+_ENCODE_CHUNK_ROWS = 4096
 
 # Keys of the independent random streams derived from the fit's base seed.
 _PRETRAIN_STREAM, _MIXTURE_INIT_STREAM, _SCORE_STREAM = 101, 102, 103
@@ -110,6 +113,14 @@ class VariationalGMMPrior(
         neighbour-preserving pretraining and the consistency term. None turns
         both off (plain VaDE). Each training step then also encodes one
         neighbour per row (about twice the cost of a plain step).
+    neighbors_estimator : estimator or None, default=None
+        How to find the neighbours: an unfitted estimator with scikit-learn's
+        neighbours API (``fit`` and ``kneighbors``), cloned before use. None
+        is exact Euclidean search (:class:`~sklearn.neighbors.NearestNeighbors`),
+        fine up to about 100k rows; beyond that pass an approximate index with
+        that API (e.g. a pynndescent or annoy adapter as in scikit-learn's
+        "Approximate nearest neighbors in TSNE" example). The graph is stored
+        as ``n_samples x n_neighbors`` int64 indices (120 MB at 1M x 15).
     neighbor_weight : float, default=3.0
         Weight of the neighbour-preserving term, in pretraining and in joint
         training (where it keeps the codes from drifting away from the
@@ -227,6 +238,7 @@ class VariationalGMMPrior(
         "likelihood": [StrOptions({"gaussian", "bernoulli"})],
         "covariance_type": [StrOptions({"diag", "spherical"})],
         "n_neighbors": [Interval(Integral, 1, None, closed="left"), None],
+        "neighbors_estimator": [HasMethods(["fit", "kneighbors"]), None],
         "neighbor_weight": [Interval(Real, 0, None, closed="left")],
         "consistency_weight": [Interval(Real, 0, None, closed="left")],
         "pretrain_epochs": [Interval(Integral, 0, None, closed="left")],
@@ -244,6 +256,7 @@ class VariationalGMMPrior(
         likelihood: str = "gaussian",
         covariance_type: str = "diag",
         n_neighbors: int | None = 15,
+        neighbors_estimator: Any = None,
         neighbor_weight: float = 3.0,
         consistency_weight: float = 1.0,
         pretrain_epochs: int = 100,
@@ -271,6 +284,7 @@ class VariationalGMMPrior(
         self.likelihood = likelihood
         self.covariance_type = covariance_type
         self.n_neighbors = n_neighbors
+        self.neighbors_estimator = neighbors_estimator
         self.neighbor_weight = neighbor_weight
         self.consistency_weight = consistency_weight
         self.pretrain_epochs = pretrain_epochs
@@ -333,7 +347,9 @@ class VariationalGMMPrior(
         X_tensor = to_tensor(X, device=device, dtype=dtype)
         if self.n_neighbors is None:
             return TrainingData(X_tensor)
-        graph = nearest_neighbor_graph(X, self.n_neighbors)
+        graph = nearest_neighbor_graph(
+            X, self.n_neighbors, neighbors_estimator=self.neighbors_estimator
+        )
         return TrainingData(X_tensor, neighbors=to_tensor(graph, device=device, dtype=torch.int64))
 
     def _initialize_model(self, model: MixturePriorVAE, data: TrainingData, seed: int) -> None:
@@ -582,7 +598,9 @@ def _encoder_means(model: MixturePriorVAE, X: torch.Tensor) -> np.ndarray:
     """Posterior means of every row of a device tensor, as float64 numpy."""
     model.eval()
     with torch.no_grad():
-        chunks = [model.encoder(X[rows])[0] for rows in iter_row_chunks(len(X), 4096)]
+        chunks = [
+            model.encoder(X[rows])[0] for rows in iter_row_chunks(len(X), _ENCODE_CHUNK_ROWS)
+        ]
     return to_numpy(torch.cat(chunks)).astype(np.float64)
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
+from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -323,3 +324,11 @@ def test_fits_and_pickles_on_every_available_device(data, device):
     assert next(model.encoder_.parameters()).device.type == device
     restored = pickle.loads(pickle.dumps(model))
     np.testing.assert_allclose(restored.predict_proba(X), model.predict_proba(X))
+
+
+def test_custom_neighbors_estimator_builds_the_graph(data):
+    X, y = data
+    neighbors = NearestNeighbors(algorithm="brute", metric="manhattan")
+    model = small_model(neighbors_estimator=neighbors, pretrain_epochs=5, max_iter=3).fit(X)
+    assert clustering_accuracy(y, model.labels_) > 0.9
+    assert not hasattr(neighbors, "n_samples_fit_")

@@ -2,9 +2,8 @@
 
 VariationalGMMPrior's neighbour-preserving pretraining and its consistency term
 both need, for every training row, the indices of its ``k`` nearest rows in
-input space. The graph is stored as an ``(n_samples, k)`` integer array: 60 MB
-at a million rows and ``k = 15`` (int32 would halve it; int64 is what torch
-indexing wants, so we keep int64 below ~10M rows).
+input space. The graph is stored as an ``(n_samples, k)`` int64 array, the
+index type torch wants: 120 MB at a million rows and ``k = 15``.
 
 Exact search (scikit-learn's :class:`~sklearn.neighbors.NearestNeighbors`,
 KD-/ball trees or brute force) is fine up to about 100k rows on a laptop.
