@@ -35,8 +35,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn_vae import VAETransformer, VariationalGMMPrior
 from sklearn_vae.metrics import clustering_accuracy
 
-#: A method takes (n_clusters, seed) and returns an object with fit_predict.
-MethodFactory = Callable[[int, int], object]
+#: A method takes (n_clusters, n_features, seed) and returns an object with
+#: fit_predict.
+MethodFactory = Callable[[int, int, int], object]
 
 
 def load(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -52,11 +53,16 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray]:
     return StandardScaler().fit_transform(X), y
 
 
-def _gmm(k: int, seed: int) -> GaussianMixture:
+def _gmm(k: int, n_features: int, seed: int) -> GaussianMixture:
     return GaussianMixture(k, random_state=seed)
 
 
-def _vae_codes_gmm(k: int, seed: int) -> object:
+def _pca_gmm(k: int, n_features: int, seed: int) -> object:
+    # PCA(10), or every component when there are fewer features (iris, wine).
+    return make_pipeline(PCA(min(10, n_features), random_state=seed), _gmm(k, n_features, seed))
+
+
+def _vae_codes_gmm(k: int, n_features: int, seed: int) -> object:
     return make_pipeline(
         VAETransformer(n_components=10, max_iter=100, random_state=seed),
         GaussianMixture(k, random_state=seed),
@@ -64,22 +70,20 @@ def _vae_codes_gmm(k: int, seed: int) -> object:
 
 
 BASELINES: dict[str, MethodFactory] = {
-    "KMeans": lambda k, seed: KMeans(k, n_init=10, random_state=seed),
+    "KMeans": lambda k, n_features, seed: KMeans(k, n_init=10, random_state=seed),
     "GaussianMixture raw": _gmm,
-    "PCA(10)+GaussianMixture": lambda k, seed: make_pipeline(
-        PCA(10, random_state=seed), _gmm(k, seed)
-    ),
+    "PCA(10)+GaussianMixture": _pca_gmm,
     "VAETransformer(10)+GaussianMixture": _vae_codes_gmm,
 }
 
 OURS: dict[str, MethodFactory] = {
-    "VariationalGMMPrior (defaults)": lambda k, seed: VariationalGMMPrior(
+    "VariationalGMMPrior (defaults)": lambda k, n_features, seed: VariationalGMMPrior(
         k, random_state=seed
     ),
-    "VariationalGMMPrior (wcp=1e3)": lambda k, seed: VariationalGMMPrior(
+    "VariationalGMMPrior (wcp=1e3)": lambda k, n_features, seed: VariationalGMMPrior(
         k, weight_concentration_prior=1e3, random_state=seed
     ),
-    "VariationalGMMPrior (n_neighbors=None)": lambda k, seed: VariationalGMMPrior(
+    "VariationalGMMPrior (n_neighbors=None)": lambda k, n_features, seed: VariationalGMMPrior(
         k, n_neighbors=None, random_state=seed
     ),
 }
@@ -91,7 +95,7 @@ def evaluate(factory: MethodFactory, X: np.ndarray, y: np.ndarray, seeds: list[i
     scores: dict[str, list[float]] = {"acc": [], "nmi": [], "ari": [], "time": []}
     for seed in seeds:
         started = time.perf_counter()
-        labels = factory(k, seed).fit_predict(X)
+        labels = factory(k, X.shape[1], seed).fit_predict(X)
         scores["time"].append(time.perf_counter() - started)
         scores["acc"].append(clustering_accuracy(y, labels))
         scores["nmi"].append(normalized_mutual_info_score(y, labels))

@@ -35,7 +35,7 @@ from sklearn.base import (
 )
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 
 from ._backend import (
     iter_row_chunks,
@@ -443,7 +443,7 @@ class VariationalGMMPrior(
     def _encoded_map(self, function: Any, X: Any) -> np.ndarray:
         """Apply ``function(model, rows)`` to validated ``X`` in chunks."""
         X = self._check_inference_input(X)
-        width = max(X.shape[1], *self._hidden_layer_sizes(), self.latent_dim * self.n_components)
+        width = max(self._widest_layer(self.latent_dim), self.latent_dim * self.n_components)
         return self._map_rows(function, X, elements_per_row=_N_SCORE_DRAWS * width)
 
     def transform(self, X: Any) -> np.ndarray:
@@ -531,22 +531,14 @@ class VariationalGMMPrior(
         Parameters
         ----------
         X : array-like of shape (n_samples, latent_dim)
-            Latent points.
+            Latent points, e.g. from :meth:`transform`.
 
         Returns
         -------
         ndarray of shape (n_samples, n_features_in_)
+            In the dtype of the latent points.
         """
-        check_is_fitted(self)
-        Z = check_array(X, dtype=[np.float64, np.float32])
-        if Z.shape[1] != self.latent_dim:
-            raise ValueError(
-                f"inverse_transform expects latent points with latent_dim="
-                f"{self.latent_dim} columns, got {Z.shape[1]}."
-            )
-        return self._map_rows(
-            lambda model, rows: model.decoder.mean(rows), Z, elements_per_row=self.n_features_in_
-        )
+        return self._decode_latent(X, self.latent_dim, "latent_dim")
 
     def sample(self, n_samples: int = 1, component: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Generate data from the model: ``c``, then ``z | c``, then ``E[x|z]``.

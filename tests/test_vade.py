@@ -51,17 +51,17 @@ def embedded_clusters(n_per_cluster=75, n_features=20, seed=0, dtype=np.float64)
 
 def small_model(**params):
     """Settings that fit the 300-row test data in about a second."""
-    defaults = dict(
-        n_components=N_CLUSTERS,
-        latent_dim=2,
-        hidden_layer_sizes=(32,),
-        pretrain_epochs=15,
-        max_iter=10,
-        n_init=3,
-        n_neighbors=10,
-        batch_size=64,
-        random_state=0,
-    )
+    defaults = {
+        "n_components": N_CLUSTERS,
+        "latent_dim": 2,
+        "hidden_layer_sizes": (32,),
+        "pretrain_epochs": 15,
+        "max_iter": 10,
+        "n_init": 3,
+        "n_neighbors": 10,
+        "batch_size": 64,
+        "random_state": 0,
+    }
     return VariationalGMMPrior(**{**defaults, **params})
 
 
@@ -190,7 +190,7 @@ def test_balanced_weight_prior_holds_weights_near_uniform():
     X = X[keep]
     # Adam moves the weight logits by about the learning rate per step: a
     # large rate lets the prior act within a few dozen steps.
-    params = dict(n_components=3, pretrain_epochs=5, max_iter=30, learning_rate_init=0.01)
+    params = {"n_components": 3, "pretrain_epochs": 5, "max_iter": 30, "learning_rate_init": 0.01}
     free = small_model(**params).fit(X)
     balanced = small_model(**params, weight_concentration_prior=1e3).fit(X)
     uniform = np.full(3, 1 / 3)
@@ -319,7 +319,7 @@ def test_any_configuration_fits_and_gives_valid_outputs(
 
 
 def test_fits_and_pickles_on_every_available_device(data, device):
-    X, y = data
+    X, _ = data
     model = small_model(device=device, pretrain_epochs=5, max_iter=3).fit(X)
     assert next(model.encoder_.parameters()).device.type == device
     restored = pickle.loads(pickle.dumps(model))

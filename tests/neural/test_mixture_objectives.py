@@ -2,7 +2,6 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -12,7 +11,11 @@ from sklearn_vae.neural._mixture_objectives import (
     NeighborEmbeddingPretraining,
 )
 from sklearn_vae.neural._mixture_prior import GaussianMixturePrior, MixturePriorVAE
-from sklearn_vae.neural._modules import BernoulliDecoder, GaussianDecoder, GaussianEncoder
+from sklearn_vae.neural._modules import (
+    BernoulliDecoder,
+    GaussianDecoder,
+    GaussianEncoder,
+)
 
 
 def _model(decoder_class=GaussianDecoder, n_features=6, latent_dim=2, n_components=3):
