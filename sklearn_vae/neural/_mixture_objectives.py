@@ -43,13 +43,26 @@ __all__ = ["CollapseGuard", "MixturePriorELBO", "NeighborEmbeddingPretraining"]
 N_NEGATIVES = 5
 
 
-def _sampled_neighbor_rows(batch: Batch, generator: torch.Generator) -> torch.Tensor:
-    """Rows of ``batch.data.X`` holding one random graph neighbour of each item."""
+def _encode_with_neighbor(
+    model: MixturePriorVAE, batch: Batch, generator: torch.Generator, with_neighbor: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Encode the batch and, if asked, one random graph neighbour of each item.
+
+    Returns the posterior means and log-variances of the batch, and the
+    neighbours' posterior means (None without a neighbour). Items and
+    neighbours go through the encoder in one call: on small batches one larger
+    matrix product is markedly cheaper than two.
+    """
+    if not with_neighbor:
+        mean, log_var = model.encoder(batch.X)
+        return mean, log_var, None
     neighbors = batch.take("neighbors")
     column = torch.randint(
         neighbors.shape[1], (len(batch),), generator=generator, device=neighbors.device
     )
-    return batch.data.X[neighbors[torch.arange(len(batch), device=neighbors.device), column]]
+    rows = neighbors[torch.arange(len(batch), device=neighbors.device), column]
+    mean, log_var = model.encoder(torch.cat([batch.X, batch.data.X[rows]]))
+    return mean[: len(batch)], log_var[: len(batch)], mean[len(batch) :]
 
 
 def _uses_neighbors(batch: Batch) -> bool:
@@ -87,15 +100,17 @@ class NeighborEmbeddingPretraining(Objective):
     def loss_terms(
         self, model: MixturePriorVAE, batch: Batch, context: StepContext
     ) -> dict[str, torch.Tensor]:
-        mean, _ = model.encoder(batch.X)
+        with_neighbor = _uses_neighbors(batch) and self.neighbor_weight > 0
+        mean, _, neighbor_mean = _encode_with_neighbor(
+            model, batch, context.generator, with_neighbor
+        )
         if isinstance(model.decoder, GaussianDecoder):
             reconstruction = 0.5 * (batch.X - model.decoder.mean(mean)).square().sum(1).mean()
         else:
             reconstruction = -model.decoder.log_prob(batch.X, mean).mean()
         terms = {"reconstruction": reconstruction}
         loss = reconstruction
-        if _uses_neighbors(batch):
-            neighbor_mean, _ = model.encoder(_sampled_neighbor_rows(batch, context.generator))
+        if with_neighbor:
             terms["neighbor_embedding"] = _neighbor_embedding_term(mean, neighbor_mean, context.generator)
             loss = loss + self.neighbor_weight * terms["neighbor_embedding"]
         terms["loss"] = loss
@@ -149,7 +164,13 @@ class MixturePriorELBO(Objective):
     def loss_terms(
         self, model: MixturePriorVAE, batch: Batch, context: StepContext
     ) -> dict[str, torch.Tensor]:
-        mean, log_var = model.encoder(batch.X)
+        # One sampled neighbour per item serves both neighbour terms.
+        with_neighbor = _uses_neighbors(batch) and (
+            self.neighbor_weight > 0 or self.consistency_weight > 0
+        )
+        mean, log_var, neighbor_mean = _encode_with_neighbor(
+            model, batch, context.generator, with_neighbor
+        )
         noise = torch.randn(
             mean.shape, generator=context.generator, device=mean.device, dtype=mean.dtype
         )
@@ -163,9 +184,7 @@ class MixturePriorELBO(Objective):
             log_prior = model.prior.log_dirichlet_prior(self.weight_concentration_prior)
             terms["log_weight_prior"] = log_prior / len(batch.data)
             loss = loss - terms["log_weight_prior"]
-        if _uses_neighbors(batch) and (self.neighbor_weight > 0 or self.consistency_weight > 0):
-            # One sampled neighbour per item serves both neighbour terms.
-            neighbor_mean, _ = model.encoder(_sampled_neighbor_rows(batch, context.generator))
+        if with_neighbor:
             if self.neighbor_weight > 0:
                 terms["neighbor_embedding"] = _neighbor_embedding_term(
                     mean, neighbor_mean, context.generator
