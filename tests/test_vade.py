@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
@@ -281,7 +281,6 @@ def test_non_finite_loss_leaves_estimator_unfitted_or_unchanged(data, fitted):
     np.testing.assert_array_equal(warm.predict_proba(X), proba)
 
 
-@settings(max_examples=5)
 @given(
     n_components=st.integers(1, 4),
     latent_dim=st.integers(1, 3),
