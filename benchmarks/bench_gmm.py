@@ -11,8 +11,14 @@ the peak resident memory above the baseline during each fit.
 
 Usage::
 
-    python benchmarks/bench_gmm.py            # the configurations of issue 2
-    python benchmarks/bench_gmm.py --quick    # a small smoke run
+    python benchmarks/bench_gmm.py              # the configurations of issue 2
+    python benchmarks/bench_gmm.py --quick      # a small smoke run
+    python benchmarks/bench_gmm.py --threads 1  # both sides on one thread
+
+``--threads`` limits torch and scikit-learn's BLAS alike. On a machine shared
+with other jobs, one thread per side measures per-core speed; with more threads
+than free cores, every parallel region of either library waits for a descheduled
+thread and the timings measure the scheduler instead.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import torch
 from sklearn.datasets import make_blobs
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
+from threadpoolctl import threadpool_limits
 
 from sklearn_vae import EMGaussianMixture
 
@@ -132,8 +139,21 @@ def compare(X, n_components, covariance_type, init, *, tol, max_iter):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for torch and for scikit-learn's BLAS (default: torch's)",
+    )
     arguments = parser.parse_args()
     configurations = QUICK_CONFIGURATIONS if arguments.quick else CONFIGURATIONS
+    threads = arguments.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    with threadpool_limits(limits=threads):
+        run_configurations(configurations)
+
+
+def run_configurations(configurations) -> None:
 
     print(
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), "

@@ -28,8 +28,8 @@ EXPECTED_FAILED_CHECKS = {
             "the k-means initialisation draws its random centres over rows, so "
             "weighted and repeated data start EM from different (often "
             "permuted) components. From the same initial parameters weighted "
-            "EM equals EM on repeated rows: tests/mixture/test_gaussian.py "
-            "checks it."
+            "EM equals EM on repeated rows, as "
+            "tests/mixture/test_em_gaussian_mixture.py checks."
         ),
     },
 }

@@ -61,9 +61,10 @@ __all__ = ["BaseEMMixture"]
 WeightedLogProb = Callable[[torch.Tensor], torch.Tensor]
 
 #: Bytes of the largest per-chunk temporary, (rows, n_components * n_features),
-#: that 'auto' aims for: large enough for the matrix products to run near peak,
-#: small enough to stay in cache (measured best on a 2-core AVX-512 CPU).
-_AUTO_CHUNK_BYTES = 2**21
+#: that 'auto' aims for. Smaller chunks stay in cache, but every chunk costs
+#: about ten parallel regions, each a thread barrier; on a busy machine a
+#: barrier waits for a descheduled thread, so chunks must not be too many.
+_AUTO_CHUNK_BYTES = 2**23
 _AUTO_CHUNK_ROWS = (256, 16384)
 
 
@@ -431,18 +432,21 @@ class BaseEMMixture(
         resp = to_tensor(
             self._initial_responsibilities(X, sample_weight, random_state),
             X_centred.device,
-            X_centred.dtype,
+            ACCUMULATION_DTYPE,
         )
-        resp *= weights[:, None].to(X_centred.dtype)
+        resp *= weights[:, None]
+        # In float64 even for float32 data: k-means++ and random_from_data
+        # start from single points, whose covariance is reg_covar alone, and
+        # float32 second moments would round it to a non-positive matrix.
         statistics = _sum_statistics(
             self._chunk_statistics(
-                X_centred[rows],
+                X_centred[rows].to(ACCUMULATION_DTYPE),
                 resp[rows],
                 weights.new_zeros(()),
                 weights[rows].sum(),
             )
             for rows in iter_row_chunks(
-                X.shape[0], self._chunk_size(X.shape[1], X_centred.dtype)
+                X.shape[0], self._chunk_size(X.shape[1], ACCUMULATION_DTYPE)
             )
         )
         return self._parameters_from_init(self._m_step(statistics), initial, shift)
