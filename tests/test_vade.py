@@ -333,20 +333,31 @@ def test_custom_neighbors_estimator_builds_the_graph(data):
     assert not hasattr(neighbors, "n_samples_fit_")
 
 
-def test_collapsed_component_is_reseeded_during_fit_and_recorded(data, monkeypatch):
-    X, _ = data
+@pytest.fixture
+def starved_start(monkeypatch):
+    """Start every fit with component 0 holding almost no weight."""
     initial_mixture = VariationalGMMPrior._initial_mixture
 
     def starved_mixture(self, codes, seed):
-        # Start one component with almost no weight: the guard must revive it.
         mixture = initial_mixture(self, codes, seed)
         mixture.weights_ = np.r_[1e-4, mixture.weights_[1:]]
         mixture.weights_ /= mixture.weights_.sum()
         return mixture
 
     monkeypatch.setattr(VariationalGMMPrior, "_initial_mixture", starved_mixture)
+
+
+def test_collapsed_component_is_reseeded_during_fit_and_recorded(data, starved_start):
+    X, _ = data
     model = small_model(pretrain_epochs=5, max_iter=3).fit(X)
     events = model.history_[0]["collapse_events"]
     assert [event["component"] for event in events] == [0]
     assert model.weights_.min() > 0.1 / N_CLUSTERS
     assert np.all(np.bincount(model.labels_, minlength=N_CLUSTERS) > 0)
+
+
+def test_sparse_dirichlet_prior_turns_the_collapse_guard_off(data, starved_start):
+    X, _ = data
+    model = small_model(pretrain_epochs=5, max_iter=3, weight_concentration_prior=0.5).fit(X)
+    assert not any("collapse_events" in record for record in model.history_)
+    assert model.weights_[0] < 0.1 / N_CLUSTERS
