@@ -54,7 +54,7 @@ from .._backend import (
 )
 from ._statistics import ACCUMULATION_DTYPE, SufficientStatistics
 
-__all__ = ["BaseEMMixture"]
+__all__ = ["BaseEMMixture", "ChunkWorkspace", "workspace_rows"]
 
 #: A log-probability function: a (rows, n_features) chunk to the
 #: (rows, n_components) matrix ``log pi_k + log p(x | component k)``.
@@ -64,8 +64,59 @@ WeightedLogProb = Callable[[torch.Tensor], torch.Tensor]
 #: that 'auto' aims for. Smaller chunks stay in cache, but every chunk costs
 #: about ten parallel regions, each a thread barrier; on a busy machine a
 #: barrier waits for a descheduled thread, so chunks must not be too many.
-_AUTO_CHUNK_BYTES = 2**23
+_AUTO_CHUNK_BYTES = 2**22
 _AUTO_CHUNK_ROWS = (256, 16384)
+
+
+class ChunkWorkspace:
+    """Buffers of shape (rows, columns) reused from one row chunk to the next.
+
+    A fresh multi-megabyte tensor per chunk costs page faults and cache misses
+    comparable to the arithmetic done in it; a pass over the data asks for the
+    same shapes chunk after chunk.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def rows(self, name: str, n_rows: int, n_columns: int, like: torch.Tensor):
+        """Return an uninitialised (n_rows, n_columns) view of buffer ``name``.
+
+        Parameters
+        ----------
+        name : str
+            Which buffer; callers sharing a name share (and overwrite) it.
+        n_rows, n_columns : int
+        like : torch.Tensor
+            Gives dtype and device.
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        buffer = self._buffers.get(name)
+        if (
+            buffer is None
+            or buffer.shape[0] < n_rows
+            or buffer.shape[1] != n_columns
+            or buffer.dtype != like.dtype
+        ):
+            buffer = like.new_empty((n_rows, n_columns))
+            self._buffers[name] = buffer
+        return buffer[:n_rows]
+
+
+def workspace_rows(
+    workspace: ChunkWorkspace | None,
+    name: str,
+    n_rows: int,
+    n_columns: int,
+    like: torch.Tensor,
+) -> torch.Tensor:
+    """A buffer from ``workspace``, or a new tensor when there is none."""
+    if workspace is None:
+        return like.new_empty((n_rows, n_columns))
+    return workspace.rows(name, n_rows, n_columns, like)
 
 
 class BaseEMMixture(
@@ -151,13 +202,19 @@ class BaseEMMixture(
 
     @abstractmethod
     def _weighted_log_prob_function(
-        self, parameters: Any, dtype: torch.dtype
+        self,
+        parameters: Any,
+        dtype: torch.dtype,
+        workspace: ChunkWorkspace | None = None,
     ) -> WeightedLogProb:
         """Return a function computing ``log pi_k + log p(x | k)`` per chunk."""
 
     @abstractmethod
     def _weighted_scatter(
-        self, X: torch.Tensor, weighted_resp: torch.Tensor
+        self,
+        X: torch.Tensor,
+        weighted_resp: torch.Tensor,
+        workspace: ChunkWorkspace | None = None,
     ) -> torch.Tensor:
         """Second-moment sums of one chunk (see SufficientStatistics)."""
 
@@ -378,7 +435,10 @@ class BaseEMMixture(
         chunk_size: int,
     ) -> SufficientStatistics:
         """One pass over the data: the summed statistics of every chunk."""
-        log_prob = self._weighted_log_prob_function(parameters, X.dtype)
+        # One set of chunk buffers per pass, shared by the E-step's
+        # log-densities and the M-step statistics: no allocation per chunk.
+        workspace = ChunkWorkspace()
+        log_prob = self._weighted_log_prob_function(parameters, X.dtype, workspace)
 
         def chunk_statistics(rows: slice) -> SufficientStatistics:
             # A log-sum-exp whose exponentials are reused as responsibilities:
@@ -395,6 +455,7 @@ class BaseEMMixture(
                 weighted_resp,
                 chunk_weights @ log_norm.to(ACCUMULATION_DTYPE),
                 chunk_weights.sum(),
+                workspace,
             )
 
         return _sum_statistics(
@@ -407,11 +468,12 @@ class BaseEMMixture(
         weighted_resp: torch.Tensor,
         log_likelihood: torch.Tensor,
         total_weight: torch.Tensor,
+        workspace: ChunkWorkspace | None = None,
     ) -> SufficientStatistics:
         return SufficientStatistics(
             component_weight=weighted_resp.sum(dim=0),
             weighted_sum=weighted_resp.T @ X,
-            weighted_scatter=self._weighted_scatter(X, weighted_resp),
+            weighted_scatter=self._weighted_scatter(X, weighted_resp, workspace),
             log_likelihood=log_likelihood,
             total_weight=total_weight,
         ).to(ACCUMULATION_DTYPE)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -19,7 +20,7 @@ from sklearn.utils import check_array
 from sklearn.utils._param_validation import StrOptions
 
 from .._backend import to_numpy, to_tensor
-from ._base import BaseEMMixture, WeightedLogProb
+from ._base import BaseEMMixture, ChunkWorkspace, WeightedLogProb, workspace_rows
 from ._statistics import ACCUMULATION_DTYPE, SufficientStatistics
 
 __all__ = ["EMGaussianMixture"]
@@ -109,23 +110,34 @@ def _check_precisions(
 # ---------------------------------------------------------------------- #
 # Chunk statistics: the second moments each covariance type needs
 # ---------------------------------------------------------------------- #
-def _scatter_full(X: torch.Tensor, weighted_resp: torch.Tensor) -> torch.Tensor:
+#: The workspace buffer of shape (rows, n_components * n_features) that the
+#: full E-step fills with whitened residuals and the full M-step, once those
+#: are reduced, with responsibility-weighted rows.
+_COMPONENT_ROWS = "rows by component features"
+
+
+def _scatter_full(X, weighted_resp, workspace=None):
     """``sum_i v_ik x_i x_i^T`` for every k as one (d, n) @ (n, k*d) product."""
     n_samples, n_features = X.shape
     n_components = weighted_resp.shape[1]
-    weighted_X = (weighted_resp[:, :, None] * X[:, None, :]).view(
-        n_samples, n_components * n_features
+    weighted_X = workspace_rows(
+        workspace, _COMPONENT_ROWS, n_samples, n_components * n_features, X
+    )
+    torch.mul(
+        weighted_resp[:, :, None],
+        X[:, None, :],
+        out=weighted_X.view(n_samples, n_components, n_features),
     )
     scatter = (X.T @ weighted_X).view(n_features, n_components, n_features)
     return scatter.transpose(0, 1)
 
 
-def _scatter_tied(X: torch.Tensor, weighted_resp: torch.Tensor) -> torch.Tensor:
+def _scatter_tied(X, weighted_resp, workspace=None):
     """``sum_i w_i x_i x_i^T``; the row sums of ``v`` are the sample weights."""
     return X.T @ (X * weighted_resp.sum(dim=1, keepdim=True))
 
 
-def _scatter_diagonal(X: torch.Tensor, weighted_resp: torch.Tensor) -> torch.Tensor:
+def _scatter_diagonal(X, weighted_resp, workspace=None):
     """``sum_i v_ik x_i**2``, for 'diag' and 'spherical'."""
     return weighted_resp.T @ (X * X)
 
@@ -203,7 +215,7 @@ def _log_det_cholesky(
 # ---------------------------------------------------------------------- #
 # E-step: log-densities of a chunk for all components at once
 # ---------------------------------------------------------------------- #
-def _log_prob_full(parameters: GaussianParameters, dtype: torch.dtype) -> WeightedLogProb:
+def _log_prob_full(parameters, dtype, workspace=None):
     """``-1/2 ||x P_k - mu_k P_k||^2`` for all k as one (n, d) @ (d, k*d) product."""
     n_components, n_features = parameters.means.shape
     cholesky = parameters.precisions_cholesky
@@ -217,14 +229,21 @@ def _log_prob_full(parameters: GaussianParameters, dtype: torch.dtype) -> Weight
     )
 
     def log_prob(X: torch.Tensor) -> torch.Tensor:
-        whitened = torch.addmm(offset, X, stacked_cholesky).square_()
-        squared = whitened.view(len(X), n_components, n_features).sum(dim=2)
-        return constant - 0.5 * squared
+        whitened = workspace_rows(
+            workspace, _COMPONENT_ROWS, len(X), n_components * n_features, X
+        )
+        torch.addmm(offset, X, stacked_cholesky, out=whitened)
+        # One read of the (rows, k*d) residuals; squaring then summing would
+        # write them once more and read them twice.
+        distance = torch.linalg.vector_norm(
+            whitened.view(len(X), n_components, n_features), dim=2
+        )
+        return constant - 0.5 * distance.square_()
 
     return log_prob
 
 
-def _log_prob_tied(parameters: GaussianParameters, dtype: torch.dtype) -> WeightedLogProb:
+def _log_prob_tied(parameters, dtype, workspace=None):
     """``||y - m_k||^2 = |y|^2 - 2 y.m_k + |m_k|^2`` with y = xP, m_k = mu_k P."""
     cholesky = parameters.precisions_cholesky.to(dtype)
     whitened_means = (parameters.means @ parameters.precisions_cholesky).to(dtype)
@@ -241,9 +260,7 @@ def _log_prob_tied(parameters: GaussianParameters, dtype: torch.dtype) -> Weight
     return log_prob
 
 
-def _log_prob_diagonal(
-    parameters: GaussianParameters, dtype: torch.dtype, covariance_type: str
-) -> WeightedLogProb:
+def _log_prob_diagonal(parameters, dtype, workspace=None, covariance_type="diag"):
     """Per-feature precisions: ``x^2 . lambda_k - 2 x . (mu_k lambda_k) + const``."""
     n_components, n_features = parameters.means.shape
     precisions = parameters.precisions_cholesky**2
@@ -284,13 +301,11 @@ _COVARIANCES = {
     "diag": _covariances_diag,
     "spherical": _covariances_spherical,
 }
-_LOG_PROB: dict[str, Callable[[GaussianParameters, torch.dtype], WeightedLogProb]] = {
+_LOG_PROB: dict[str, Callable[..., WeightedLogProb]] = {
     "full": _log_prob_full,
     "tied": _log_prob_tied,
-    "diag": lambda parameters, dtype: _log_prob_diagonal(parameters, dtype, "diag"),
-    "spherical": lambda parameters, dtype: _log_prob_diagonal(
-        parameters, dtype, "spherical"
-    ),
+    "diag": _log_prob_diagonal,
+    "spherical": partial(_log_prob_diagonal, covariance_type="spherical"),
 }
 
 
@@ -497,14 +512,20 @@ class EMGaussianMixture(BaseEMMixture):
         return GaussianParameters(weights, means, covariances, precisions_cholesky)
 
     def _weighted_log_prob_function(
-        self, parameters: GaussianParameters, dtype: torch.dtype
+        self,
+        parameters: GaussianParameters,
+        dtype: torch.dtype,
+        workspace: ChunkWorkspace | None = None,
     ) -> WeightedLogProb:
-        return _LOG_PROB[self.covariance_type](parameters, dtype)
+        return _LOG_PROB[self.covariance_type](parameters, dtype, workspace)
 
     def _weighted_scatter(
-        self, X: torch.Tensor, weighted_resp: torch.Tensor
+        self,
+        X: torch.Tensor,
+        weighted_resp: torch.Tensor,
+        workspace: ChunkWorkspace | None = None,
     ) -> torch.Tensor:
-        return _SCATTER[self.covariance_type](X, weighted_resp)
+        return _SCATTER[self.covariance_type](X, weighted_resp, workspace)
 
     def _m_step(self, statistics: SufficientStatistics) -> GaussianParameters:
         # scikit-learn's guard against empty components, kept so that results

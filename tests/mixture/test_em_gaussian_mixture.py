@@ -204,9 +204,9 @@ def test_chunks_never_exceed_batch_size_and_do_not_change_results(
     chunk_rows = []
     scatter = EMGaussianMixture._weighted_scatter
 
-    def recording_scatter(self, X_chunk, weighted_resp):
+    def recording_scatter(self, X_chunk, weighted_resp, workspace=None):
         chunk_rows.append(X_chunk.shape[0])
-        return scatter(self, X_chunk, weighted_resp)
+        return scatter(self, X_chunk, weighted_resp, workspace)
 
     monkeypatch.setattr(EMGaussianMixture, "_weighted_scatter", recording_scatter)
     chunked = EMGaussianMixture(3, batch_size=16, **settings).fit(X)
