@@ -52,6 +52,7 @@ def setup(app):
 
 html_theme = "pydata_sphinx_theme"
 html_title = "sklearn-vae"
+html_static_path = ["_static"]
 html_theme_options = {
     "navigation_with_keys": False,
     "show_prev_next": False,

@@ -129,7 +129,10 @@ class TrainingCurvesDisplay:
         ax.set_xlabel("epoch")
         ax.set_ylabel(self.ylabel)
         if self.lines_:
-            ax.legend(frameon=False, fontsize="small")
+            # Beside the axes: the curves span the whole width of the plot.
+            ax.legend(
+                loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize="small"
+            )
         self.ax_ = ax
         self.figure_ = figure
         return self
