@@ -18,7 +18,7 @@ CHECK_INSTANCES = [
     VAETransformer(hidden_layer_sizes=(8,), max_iter=5, n_importance_samples=5),
     VariationalGMMPrior(
         n_components=3, latent_dim=2, hidden_layer_sizes=(8,), n_neighbors=5,
-        pretrain_epochs=2, max_iter=2, n_init=1, batch_size=64, random_state=0,
+        pretrain_epochs=1, max_iter=1, n_init=1, batch_size=64, random_state=0,
     ),
 ]
 
