@@ -140,8 +140,7 @@ class MixtureEllipsesDisplay:
             self.ellipses_.append(component_ellipses)
         ax.plot(*np.asarray(self.means).T, "k+", markersize=8)
         ax.autoscale_view()
-        ax.set_xlabel(self.xlabel or "")
-        ax.set_ylabel(self.ylabel or "")
+        ax.set(xlabel=self.xlabel or "", ylabel=self.ylabel or "")
         self.ax_ = ax
         self.figure_ = figure
         return self

@@ -7,7 +7,12 @@ from typing import Any
 import numpy as np
 from sklearn.decomposition import PCA
 
-from ._matplotlib import component_colors, figure_and_axes, scatter_by_component
+from ._matplotlib import (
+    component_colors,
+    figure_and_axes,
+    legend_beside,
+    scatter_by_component,
+)
 
 __all__ = ["LatentSpaceDisplay"]
 
@@ -104,16 +109,8 @@ class LatentSpaceDisplay:
                 ax.plot([], [], "o", color=color, markersize=5, linestyle="")[0]
                 for color in colors
             ]
-            self.legend_ = ax.legend(
-                handles,
-                [str(label) for label in classes],
-                loc="center left",
-                bbox_to_anchor=(1.0, 0.5),
-                frameon=False,
-                fontsize="small",
-            )
-        ax.set_xlabel(self.xlabel or "")
-        ax.set_ylabel(self.ylabel or "")
+            self.legend_ = legend_beside(ax, handles, [str(label) for label in classes])
+        ax.set(xlabel=self.xlabel or "", ylabel=self.ylabel or "")
         self.ax_ = ax
         self.figure_ = figure
         return self

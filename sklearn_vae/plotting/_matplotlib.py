@@ -10,6 +10,7 @@ __all__ = [
     "component_colors",
     "figure_and_axes",
     "import_pyplot",
+    "legend_beside",
     "scatter_by_component",
 ]
 
@@ -122,3 +123,22 @@ def scatter_by_component(
     kwargs = {**defaults, **(scatter_kwargs or {})}
     point_colors = "grey" if labels is None else colors[np.asarray(labels)]
     return ax.scatter(points[:, 0], points[:, 1], c=point_colors, **kwargs)
+
+
+def legend_beside(ax: Any, *args: Any) -> Any:
+    """Put the legend to the right of the axes, where it hides no data.
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+    *args
+        Handles and labels, as for :meth:`matplotlib.axes.Axes.legend`;
+        none takes them from the labelled artists.
+
+    Returns
+    -------
+    matplotlib Legend
+    """
+    return ax.legend(
+        *args, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize="small"
+    )

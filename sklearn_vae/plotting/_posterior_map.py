@@ -130,8 +130,7 @@ n_components)
             {"s": 8, "edgecolors": "black", "linewidths": 0.3},
             scatter_kwargs,
         )
-        ax.set_xlabel(self.xlabel or "")
-        ax.set_ylabel(self.ylabel or "")
+        ax.set(xlabel=self.xlabel or "", ylabel=self.ylabel or "")
         self.ax_ = ax
         self.figure_ = figure
         return self

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from ._matplotlib import figure_and_axes
+from ._matplotlib import figure_and_axes, legend_beside
 
 __all__ = ["TrainingCurvesDisplay"]
 
@@ -129,10 +129,7 @@ class TrainingCurvesDisplay:
         ax.set_xlabel("epoch")
         ax.set_ylabel(self.ylabel)
         if self.lines_:
-            # Beside the axes: the curves span the whole width of the plot.
-            ax.legend(
-                loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize="small"
-            )
+            legend_beside(ax)
         self.ax_ = ax
         self.figure_ = figure
         return self
