@@ -234,14 +234,18 @@ def _add_apply_command(
 ) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(name, help=help_text, description=help_text)
     parser.add_argument(
-        "--model", required=True, help="a model file written by 'sklearn-vae fit'"
+        "--model",
+        required=True,
+        metavar="FILE",
+        help="a model file written by 'sklearn-vae fit'",
     )
     parser.add_argument(
-        "--data", required=True, help=f"the input table ({_FILE_TYPES})"
+        "--data", required=True, metavar="FILE", help=f"the input table ({_FILE_TYPES})"
     )
     parser.add_argument(
         "--out",
         required=out_required,
+        metavar="FILE",
         help=f"the output file ({_FILE_TYPES}; the ending chooses the format)",
     )
     return parser
@@ -279,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--out",
         default="sklearn-vae-demo",
+        metavar="DIR",
         help="folder for the figures and results.csv (default: %(default)s)",
     )
     demo.add_argument(
@@ -293,13 +298,19 @@ def build_parser() -> argparse.ArgumentParser:
         "fit",
         help="fit a model on a data file and save it",
         description="Fit a model on a data file and save it with joblib.",
+        epilog=(
+            "example: sklearn-vae fit gmm --data train.csv --param n_components=3 "
+            "--param covariance_type=diag --out model.joblib"
+        ),
     )
     fit.add_argument(
         "model",
         choices=sorted(MODELS),
         help="gmm: EMGaussianMixture, vae: VAETransformer, vade: VariationalGMMPrior",
     )
-    fit.add_argument("--data", required=True, help=f"the training table ({_FILE_TYPES})")
+    fit.add_argument(
+        "--data", required=True, metavar="FILE", help=f"the training table ({_FILE_TYPES})"
+    )
     fit.add_argument(
         "--param",
         action="append",
@@ -311,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
             "(covariance_type=diag). Repeat for several."
         ),
     )
-    fit.add_argument("--out", required=True, help="the model file to write (.joblib)")
+    fit.add_argument(
+        "--out", required=True, metavar="FILE", help="the model file to write (.joblib)"
+    )
     fit.set_defaults(handler=_command_fit)
 
     _add_apply_command(
@@ -336,18 +349,28 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write samples drawn from a fitted generative model.",
     )
     sample.add_argument(
-        "--model", required=True, help="a model file written by 'sklearn-vae fit'"
+        "--model",
+        required=True,
+        metavar="FILE",
+        help="a model file written by 'sklearn-vae fit'",
     )
     sample.add_argument(
-        "--n-samples", type=int, default=100, help="how many (default: %(default)s)"
+        "--n-samples",
+        type=int,
+        default=100,
+        metavar="N",
+        help="how many (default: %(default)s)",
     )
     sample.add_argument(
         "--component",
         type=int,
         default=None,
+        metavar="K",
         help="draw every sample from this mixture component (vade models)",
     )
-    sample.add_argument("--out", required=True, help=f"the output file ({_FILE_TYPES})")
+    sample.add_argument(
+        "--out", required=True, metavar="FILE", help=f"the output file ({_FILE_TYPES})"
+    )
     sample.set_defaults(handler=_command_sample)
     return parser
 
