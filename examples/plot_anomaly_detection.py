@@ -56,7 +56,7 @@ for name, log_likelihood in scores.items():
 
 # %%
 # Log-likelihoods of normal and upside-down images
-# -----------------------------------------------
+# ------------------------------------------------
 fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
 for ax, (name, log_likelihood) in zip(axes, scores.items()):
     bins = np.histogram_bin_edges(log_likelihood, bins=40)
