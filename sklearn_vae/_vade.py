@@ -53,7 +53,14 @@ from .neural._mixture_objectives import (
     NeighborEmbeddingPretraining,
 )
 from .neural._mixture_prior import GaussianMixturePrior, MixturePriorVAE
-from .neural._modules import BernoulliDecoder, GaussianDecoder, GaussianEncoder
+from .neural._modules import (
+    _GAUSSIAN_VARIANCE_FLOOR as GAUSSIAN_VARIANCE_FLOOR,
+)
+from .neural._modules import (
+    BernoulliDecoder,
+    GaussianDecoder,
+    GaussianEncoder,
+)
 from .neural._neighbors import nearest_neighbor_graph
 from .neural._objectives import reparameterize
 
@@ -62,6 +69,8 @@ __all__ = ["VariationalGMMPrior"]
 #: Initial bias of the encoder's log-variance outputs. A large initial
 #: posterior variance blurs the codes the mixture was fitted to and collapsed
 #: clusters within a few epochs in calibration on digits; exp(-5) ~ 0.007.
+#: The log-variance head starts with zero weights, so pretraining (which does
+#: not train it) cannot leave it anywhere else.
 _INITIAL_LOG_VARIANCE = -5.0
 
 #: A component whose weight falls below this fraction of the uniform weight
@@ -310,6 +319,7 @@ class VariationalGMMPrior(
         hidden = self._hidden_layer_sizes()
         encoder = GaussianEncoder(n_features, self.latent_dim, hidden, self.activation)
         with torch.no_grad():
+            encoder.network[-1].weight[self.latent_dim :] = 0.0
             encoder.network[-1].bias[self.latent_dim :] = _INITIAL_LOG_VARIANCE
         decoder_class = GaussianDecoder if self.likelihood == "gaussian" else BernoulliDecoder
         decoder = decoder_class(self.latent_dim, n_features, hidden, self.activation)
@@ -369,6 +379,8 @@ class VariationalGMMPrior(
                 seed=derive_seed(seed, _PRETRAIN_STREAM),
             )
             self.pretrain_history_ = engine.fit(data).history
+        if isinstance(model.decoder, GaussianDecoder):
+            _fit_decoder_variance(model, data.X)
         codes = _encoder_means(model, data.X)
         mixture = self._initial_mixture(codes, derive_seed(seed, _MIXTURE_INIT_STREAM))
         model.prior.initialize(mixture.weights_, mixture.means_, mixture.covariances_)
@@ -594,6 +606,26 @@ def _encoder_means(model: MixturePriorVAE, X: torch.Tensor) -> np.ndarray:
             model.encoder(X[rows])[0] for rows in iter_row_chunks(len(X), _ENCODE_CHUNK_ROWS)
         ]
     return to_numpy(torch.cat(chunks)).astype(np.float64)
+
+
+def _fit_decoder_variance(model: MixturePriorVAE, X: torch.Tensor) -> None:
+    """Set a Gaussian decoder's variances to the pretrained reconstruction's.
+
+    Pretraining leaves the learned variance at its initial 1, far above the
+    residuals of a trained autoencoder; joint training would then weigh the
+    reconstruction far too little against the KL terms until Adam had slowly
+    shrunk it, and in that time the codes drift into the prior's modes (the
+    clusters merge). The maximum-likelihood variance, per feature, is the
+    mean squared residual.
+    """
+    model.eval()
+    with torch.no_grad():
+        squared = sum(
+            (X[rows] - model.decoder.mean(model.encoder(X[rows])[0])).square().sum(dim=0)
+            for rows in iter_row_chunks(len(X), _ENCODE_CHUNK_ROWS)
+        )
+        variance = squared / len(X) - GAUSSIAN_VARIANCE_FLOOR
+        model.decoder.log_variance.copy_(variance.clamp_min(GAUSSIAN_VARIANCE_FLOOR).log())
 
 
 def _elbo(model: MixturePriorVAE, rows: torch.Tensor, seed: int) -> torch.Tensor:
