@@ -32,7 +32,6 @@ numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 
 
-
 def _skip_inherited_from_other_packages(app, what, name, obj, skip, options):
     """Document the package's own API; scikit-learn documents its mixins' methods.
 

@@ -48,9 +48,14 @@ vae = VAETransformer(
     n_importance_samples=10 if quick else 100,
     random_state=0,
 ).fit(X_train)
-gmm = EMGaussianMixture(n_components=10, covariance_type="diag", random_state=0).fit(X_train)
+gmm = EMGaussianMixture(n_components=10, covariance_type="diag", random_state=0).fit(
+    X_train
+)
 
-scores = {"VAETransformer": vae.score_samples(X_eval), "EMGaussianMixture": gmm.score_samples(X_eval)}
+scores = {
+    "VAETransformer": vae.score_samples(X_eval),
+    "EMGaussianMixture": gmm.score_samples(X_eval),
+}
 for name, log_likelihood in scores.items():
     print(f"{name:>18}: ROC AUC {roc_auc_score(is_anomaly, -log_likelihood):.3f}")
 
@@ -60,7 +65,9 @@ for name, log_likelihood in scores.items():
 fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
 for ax, (name, log_likelihood) in zip(axes, scores.items()):
     bins = np.histogram_bin_edges(log_likelihood, bins=40)
-    ax.hist(log_likelihood[is_anomaly == 0], bins=bins, alpha=0.7, label="held-out digits")
+    ax.hist(
+        log_likelihood[is_anomaly == 0], bins=bins, alpha=0.7, label="held-out digits"
+    )
     ax.hist(log_likelihood[is_anomaly == 1], bins=bins, alpha=0.7, label="upside down")
     ax.set(title=name, xlabel="log-likelihood per image (nats)", ylabel="images")
     ax.legend()

@@ -28,12 +28,16 @@ from sklearn_vae import EMGaussianMixture
 from sklearn_vae.plotting import MixtureEllipsesDisplay
 
 iris = load_iris()
-train_index, test_index = next(iter(StratifiedKFold(n_splits=4).split(iris.data, iris.target)))
+train_index, test_index = next(
+    iter(StratifiedKFold(n_splits=4).split(iris.data, iris.target))
+)
 X_train, y_train = iris.data[train_index], iris.target[train_index]
 X_test, y_test = iris.data[test_index], iris.target[test_index]
 class_means = np.array([X_train[y_train == k].mean(axis=0) for k in range(3)])
 
-fig, axes = plt.subplots(2, 2, figsize=(9, 8), sharex=True, sharey=True, layout="constrained")
+fig, axes = plt.subplots(
+    2, 2, figsize=(9, 8), sharex=True, sharey=True, layout="constrained"
+)
 for ax, covariance_type in zip(axes.ravel(), ["spherical", "diag", "tied", "full"]):
     gmm = EMGaussianMixture(
         n_components=3,

@@ -60,7 +60,8 @@ width = 0.2
 for offset, covariance_type in enumerate(["spherical", "tied", "diag", "full"]):
     mask = results["param_covariance_type"] == covariance_type
     ax.bar(
-        np.asarray(results["param_n_components"][mask], dtype=int) + (offset - 1.5) * width,
+        np.asarray(results["param_n_components"][mask], dtype=int)
+        + (offset - 1.5) * width,
         -results["mean_test_score"][mask],
         width=width,
         label=covariance_type,

@@ -41,7 +41,10 @@ clusters = vade.fit_predict(X)
 vade_seconds = time.perf_counter() - started
 kmeans = KMeans(n_clusters=10, n_init=10, random_state=0).fit_predict(X)
 
-for name, labels, seconds in [("VariationalGMMPrior", clusters, vade_seconds), ("KMeans", kmeans, None)]:
+for name, labels, seconds in [
+    ("VariationalGMMPrior", clusters, vade_seconds),
+    ("KMeans", kmeans, None),
+]:
     print(
         f"{name:>20}: accuracy {clustering_accuracy(y, labels):.3f}, "
         f"NMI {normalized_mutual_info_score(y, labels):.3f}"

@@ -54,13 +54,18 @@ pipelines = {
 # --------------
 # The VAE is refitted inside each fold, on that fold's training part only.
 cv = 2 if quick else 5
-accuracies = {name: cross_val_score(pipeline, X, y, cv=cv) for name, pipeline in pipelines.items()}
+accuracies = {
+    name: cross_val_score(pipeline, X, y, cv=cv) for name, pipeline in pipelines.items()
+}
 for name, scores in accuracies.items():
     print(f"{name:>12}: accuracy {scores.mean():.3f} +- {scores.std():.3f}")
 
 fig, ax = plt.subplots(figsize=(6, 3))
-ax.barh(list(accuracies), [scores.mean() for scores in accuracies.values()],
-        xerr=[scores.std() for scores in accuracies.values()])
+ax.barh(
+    list(accuracies),
+    [scores.mean() for scores in accuracies.values()],
+    xerr=[scores.std() for scores in accuracies.values()],
+)
 ax.set(xlabel=f"accuracy ({cv}-fold cross-validation)", xlim=(0.5, 1.0))
 plt.show()
 

@@ -151,12 +151,16 @@ def compare_mixtures(
     list of MixtureComparison
     """
     comparisons = []
-    for covariance_type in tqdm(covariance_types, desc="EM vs GaussianMixture", unit="fit"):
+    for covariance_type in tqdm(
+        covariance_types, desc="EM vs GaussianMixture", unit="fit"
+    ):
         with warnings.catch_warnings():
             # One iteration cannot converge; it only sets the shared start.
             warnings.simplefilter("ignore", ConvergenceWarning)
             start = GaussianMixture(
-                N_CLUSTERS, covariance_type=covariance_type, max_iter=1,
+                N_CLUSTERS,
+                covariance_type=covariance_type,
+                max_iter=1,
                 random_state=random_state,
             ).fit(X)
         shared = {
@@ -227,7 +231,9 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def _write_csv(path: Path, scores: Sequence[ClusteringScore]) -> None:
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[f.name for f in fields(ClusteringScore)])
+        writer = csv.DictWriter(
+            handle, fieldnames=[f.name for f in fields(ClusteringScore)]
+        )
         writer.writeheader()
         writer.writerows(asdict(score) for score in scores)
 
@@ -242,7 +248,9 @@ class _FittedModels:
     vade: VariationalGMMPrior
 
 
-def _write_figures(models: _FittedModels, X: np.ndarray, y: np.ndarray, out_dir: Path) -> list[Path]:
+def _write_figures(
+    models: _FittedModels, X: np.ndarray, y: np.ndarray, out_dir: Path
+) -> list[Path]:
     from matplotlib.figure import Figure
 
     from .plotting import (
@@ -268,7 +276,9 @@ def _write_figures(models: _FittedModels, X: np.ndarray, y: np.ndarray, out_dir:
         xlabel="VAE latent dimension 1",
         ylabel="VAE latent dimension 2",
     )
-    MixtureEllipsesDisplay.from_estimator(models.codes_mixture, models.vae_codes, ax=right)
+    MixtureEllipsesDisplay.from_estimator(
+        models.codes_mixture, models.vae_codes, ax=right
+    )
     right.set(
         title="Its components at 1, 2 and 3 sigma",
         xlabel="VAE latent dimension 1",
@@ -285,7 +295,9 @@ def _write_figures(models: _FittedModels, X: np.ndarray, y: np.ndarray, out_dir:
     save(figure, "latent_space.png")
 
     figure = Figure(figsize=(7, 7.5), layout="constrained")
-    display = GeneratedSamplesDisplay.from_estimator(models.vade, n_samples=10, ax=figure.subplots())
+    display = GeneratedSamplesDisplay.from_estimator(
+        models.vade, n_samples=10, ax=figure.subplots()
+    )
     display.ax_.set_title("VariationalGMMPrior: digits generated from each cluster")
     save(figure, "generated_digits.png")
 
@@ -320,13 +332,17 @@ def _cluster_digits(
         "KMeans",
         KMeans(N_CLUSTERS, n_init=settings.kmeans_n_init, random_state=random_state),
     )
-    fit_and_score("GaussianMixture", GaussianMixture(N_CLUSTERS, random_state=random_state))
+    fit_and_score(
+        "GaussianMixture", GaussianMixture(N_CLUSTERS, random_state=random_state)
+    )
     fit_and_score(
         "EMGaussianMixture",
         EMGaussianMixture(N_CLUSTERS, random_state=random_state, device=device),
     )
 
-    print(f"[2/{n_steps}] EMGaussianMixture against GaussianMixture from the same start")
+    print(
+        f"[2/{n_steps}] EMGaussianMixture against GaussianMixture from the same start"
+    )
     comparisons = compare_mixtures(
         X.astype(np.float64), settings.compared_covariance_types, random_state
     )
@@ -341,15 +357,23 @@ def _cluster_digits(
         verbose=1,
     )
     vae_codes, vae_seconds = _timed(lambda: vae.fit_transform(X))
-    codes_mixture = EMGaussianMixture(N_CLUSTERS, random_state=random_state, device=device)
+    codes_mixture = EMGaussianMixture(
+        N_CLUSTERS, random_state=random_state, device=device
+    )
     labels, mixture_seconds = _timed(lambda: codes_mixture.fit_predict(vae_codes))
     scores.append(
         _clustering_score(
-            "VAETransformer + EMGaussianMixture", y, labels, vae_seconds + mixture_seconds
+            "VAETransformer + EMGaussianMixture",
+            y,
+            labels,
+            vae_seconds + mixture_seconds,
         )
     )
 
-    print(f"[4/{n_steps}] VariationalGMMPrior (VaDE with neighbour-preserving pretraining)")
+    print(
+        f"[4/{n_steps}] VariationalGMMPrior "
+        "(VaDE with neighbour-preserving pretraining)"
+    )
     vade = fit_and_score(
         "VariationalGMMPrior",
         VariationalGMMPrior(
@@ -451,15 +475,21 @@ def run_demo(
         # The demo trains for a fixed number of epochs on purpose; warnings
         # that they did not converge would only distract from the results.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        scores, comparisons, models = _cluster_digits(X, y, settings, device, random_state)
+        scores, comparisons, models = _cluster_digits(
+            X, y, settings, device, random_state
+        )
     _write_csv(out_dir / "results.csv", scores)
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         figures: list[Path] = []
-        print("  matplotlib is not installed: pip install 'sklearn-vae[plot]' for figures")
+        print(
+            "  matplotlib is not installed: pip install 'sklearn-vae[plot]' for figures"
+        )
     else:
         figures = _write_figures(models, X, y, out_dir)
     _print_report(scores, comparisons)
-    print(f"\nWrote {out_dir / 'results.csv'}" + "".join(f", {p.name}" for p in figures))
+    print(
+        f"\nWrote {out_dir / 'results.csv'}" + "".join(f", {p.name}" for p in figures)
+    )
     return scores, comparisons

@@ -75,7 +75,8 @@ def _make_estimator(model: str, params: Sequence[str]) -> BaseEstimator:
     if unknown:
         raise CommandLineError(
             f"unknown parameter(s) {', '.join(map(repr, unknown))} for {model} "
-            f"({type(estimator).__name__}); valid parameters: {', '.join(sorted(valid))}."
+            f"({type(estimator).__name__}); valid parameters: "
+            f"{', '.join(sorted(valid))}."
         )
     # The estimator validates the values itself when it is fitted.
     return estimator.set_params(**parsed)
@@ -287,10 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for the figures and results.csv (default: %(default)s)",
     )
     demo.add_argument(
-        "--quick", action="store_true", help="a short run (under 30 s) with fewer epochs"
+        "--quick",
+        action="store_true",
+        help="a short run (under 30 s) with fewer epochs",
     )
     demo.add_argument(
-        "--device", default="cpu", help="torch device to compute on (default: %(default)s)"
+        "--device",
+        default="cpu",
+        help="torch device to compute on (default: %(default)s)",
     )
     demo.set_defaults(handler=_command_demo)
 
@@ -309,7 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="gmm: EMGaussianMixture, vae: VAETransformer, vade: VariationalGMMPrior",
     )
     fit.add_argument(
-        "--data", required=True, metavar="FILE", help=f"the training table ({_FILE_TYPES})"
+        "--data",
+        required=True,
+        metavar="FILE",
+        help=f"the training table ({_FILE_TYPES})",
     )
     fit.add_argument(
         "--param",

@@ -55,12 +55,24 @@ def test_docs_build_without_warnings(tmp_path):
     for package in ("sphinx", "numpydoc", "pydata_sphinx_theme", "sphinx_gallery"):
         pytest.importorskip(package)
     result = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-         "-d", str(tmp_path / "doctrees"), str(ROOT / "docs"), str(tmp_path / "html")],
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-q",
+            "-b",
+            "html",
+            "-d",
+            str(tmp_path / "doctrees"),
+            str(ROOT / "docs"),
+            str(tmp_path / "html"),
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, "SKLEARN_VAE_DOCS_QUICK": "1", "MPLBACKEND": "Agg"},
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-5000:]
     html = tmp_path / "html"
     for page in ["index", "getting_started", "command_line", "api"]:

@@ -62,8 +62,9 @@ def test_missing_values_report_rows_and_columns(tmp_path, frame):
     frame.loc[2, "height"] = np.nan
     frame.to_parquet(tmp_path / "data.parquet")
     with pytest.raises(
-        DataFileError, match=r"2 row\(s\) have missing values, in column\(s\) "
-        r"'width', 'height'"
+        DataFileError,
+        match=r"2 row\(s\) have missing values, in column\(s\) "
+        r"'width', 'height'",
     ):
         read_data(tmp_path / "data.parquet")
 

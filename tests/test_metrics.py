@@ -31,8 +31,6 @@ def test_accuracy_is_a_fraction_at_least_the_largest_class_share_of_one_cluster(
     accuracy = clustering_accuracy(labels_true, labels_pred)
     assert 0.0 < accuracy <= 1.0
     # Any single matched pair is a lower bound on the best matching.
-    best_single = max(
-        np.sum((labels_true == t) & (labels_pred == p)) for t, p in pairs
-    )
+    best_single = max(np.sum((labels_true == t) & (labels_pred == p)) for t, p in pairs)
     assert accuracy >= best_single / len(pairs)
     assert accuracy == clustering_accuracy(labels_true, labels_pred + 7)

@@ -46,7 +46,9 @@ def test_full_covariances_match_the_mixtures_own_densities(blobs, covariance_typ
     X, _ = blobs
     gmm = fit_mixture(X, covariance_type)
     assert full_covariances(gmm).shape == (3, 2, 2)
-    np.testing.assert_allclose(responsibilities(gmm, X), gmm.predict_proba(X), atol=1e-8)
+    np.testing.assert_allclose(
+        responsibilities(gmm, X), gmm.predict_proba(X), atol=1e-8
+    )
 
 
 def test_posterior_map_colours_the_plane_by_responsibility(blobs):
@@ -267,8 +269,10 @@ def test_samples_of_a_mixture_prior_come_one_row_per_component(vade_2d):
     display = GeneratedSamplesDisplay.from_estimator(vade, n_samples=3)
     assert display.samples.shape == (3, 3, 6)
     assert [t.get_text() for t in display.ax_.get_yticklabels()] == [
-        "component 0", "component 1", "component 2"
-    ]  # fmt: skip
+        "component 0",
+        "component 1",
+        "component 2",
+    ]
 
 
 def test_training_curves_of_a_neural_estimator(vade_2d):

@@ -140,5 +140,9 @@ def legend_beside(ax: Any, *args: Any) -> Any:
     matplotlib Legend
     """
     return ax.legend(
-        *args, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize="small"
+        *args,
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        frameon=False,
+        fontsize="small",
     )

@@ -201,9 +201,7 @@ def _mosaic(tiles: np.ndarray) -> tuple[np.ndarray, list[float]]:
     Also returns the vertical centre of each row, for its tick label.
     """
     n_rows, n_columns, height, width = tiles.shape
-    mosaic = np.full(
-        (n_rows * (height + 1) - 1, n_columns * (width + 1) - 1), np.nan
-    )
+    mosaic = np.full((n_rows * (height + 1) - 1, n_columns * (width + 1) - 1), np.nan)
     for row in range(n_rows):
         for column in range(n_columns):
             top, left = row * (height + 1), column * (width + 1)

@@ -33,11 +33,7 @@ def _curves(history: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     names: list[str] = []
     for record in history:
         for name, value in record.items():
-            if (
-                name not in names
-                and name not in _NOT_CURVES
-                and _is_number(value)
-            ):
+            if name not in names and name not in _NOT_CURVES and _is_number(value):
                 names.append(name)
     return {
         name: np.array(
