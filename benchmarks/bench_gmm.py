@@ -108,7 +108,9 @@ def timed_fit(estimator, X) -> Run:
             start = time.perf_counter()
             estimator.fit(X)
             seconds = time.perf_counter() - start
-    return Run(seconds, float(estimator.lower_bound_), estimator.n_iter_, memory.megabytes)
+    return Run(
+        seconds, float(estimator.lower_bound_), estimator.n_iter_, memory.megabytes
+    )
 
 
 def initial_parameters(X, n_components, covariance_type):

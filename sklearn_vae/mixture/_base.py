@@ -149,7 +149,10 @@ class BaseEMMixture(
         "verbose": ["verbose"],
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
         "device": DEVICE_CONSTRAINT,
-        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "batch_size": [
+            Interval(Integral, 1, None, closed="left"),
+            StrOptions({"auto"}),
+        ],
     }
 
     def __init__(
@@ -275,7 +278,9 @@ class BaseEMMixture(
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
+    def fit_predict(
+        self, X: Any, y: Any = None, sample_weight: Any = None
+    ) -> np.ndarray:
         """Estimate model parameters using X and predict the labels for X.
 
         Runs :meth:`fit` and returns the most probable component of each
@@ -295,9 +300,7 @@ class BaseEMMixture(
         labels : ndarray of shape (n_samples,)
             Component labels.
         """
-        X = validate_data(
-            self, X, dtype=[np.float64, np.float32], ensure_min_samples=2
-        )
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         n_samples, n_features = X.shape
         if n_samples < self.n_components:
             raise ValueError(
@@ -311,7 +314,9 @@ class BaseEMMixture(
 
         device = resolve_device(self.device)
         dtype = compute_dtype(X)
-        weights = torch.as_tensor(sample_weight, dtype=ACCUMULATION_DTYPE, device=device)
+        weights = torch.as_tensor(
+            sample_weight, dtype=ACCUMULATION_DTYPE, device=device
+        )
         # Centring once on the weighted mean keeps the M-step's second-moment
         # expansions (sum x x^T - N mu mu^T) from cancelling.
         X_tensor = to_tensor(X, device, ACCUMULATION_DTYPE)
@@ -342,16 +347,21 @@ class BaseEMMixture(
             if self.max_iter == 0:
                 # As in scikit-learn: 0 iterations returns the initialisation.
                 best = dict(
-                    parameters=parameters, lower_bound=-np.inf, lower_bounds=[],
-                    n_iter=0, converged=False,
+                    parameters=parameters,
+                    lower_bound=-np.inf,
+                    lower_bounds=[],
+                    n_iter=0,
+                    converged=False,
                 )
                 continue
             lower_bound = lower_bounds[-1]
             self._print_verbose_msg_init_end(lower_bound, converged)
             if best is None or lower_bound > best["lower_bound"]:
                 best = dict(
-                    parameters=parameters, lower_bound=lower_bound,
-                    lower_bounds=lower_bounds, n_iter=len(lower_bounds),
+                    parameters=parameters,
+                    lower_bound=lower_bound,
+                    lower_bounds=lower_bounds,
+                    n_iter=len(lower_bounds),
                     converged=converged,
                 )
 
@@ -365,7 +375,9 @@ class BaseEMMixture(
         # The final E-step makes fit_predict(X) == fit(X).predict(X) for any
         # max_iter and tol; it runs before any attribute changes so a failure
         # leaves the estimator as it was.
-        log_prob = self._weighted_log_prob_function(best["parameters"], dtype)
+        log_prob = self._weighted_log_prob_function(
+            best["parameters"], dtype, ChunkWorkspace()
+        )
         labels = torch.cat(
             [
                 log_prob(X_centred[rows]).argmax(dim=1)
@@ -529,7 +541,9 @@ class BaseEMMixture(
         resp = np.zeros((n_samples, self.n_components), dtype=X.dtype)
         if self.init_params == "kmeans":
             labels = (
-                KMeans(n_clusters=self.n_components, n_init=1, random_state=random_state)
+                KMeans(
+                    n_clusters=self.n_components, n_init=1, random_state=random_state
+                )
                 .fit(X, sample_weight=None if unweighted else sample_weight)
                 .labels_
             )
@@ -567,7 +581,7 @@ class BaseEMMixture(
         device = resolve_device(self.device)
         dtype = compute_dtype(X)
         log_prob = self._weighted_log_prob_function(
-            self._fitted_parameters(device), dtype
+            self._fitted_parameters(device), dtype, ChunkWorkspace()
         )
         return map_row_chunks(
             lambda chunk: reduce(log_prob(chunk)),
@@ -733,10 +747,7 @@ class BaseEMMixture(
         bic : float
             ``-2 log L + n_parameters log N``; the lower the better.
         """
-        n_samples = _effective_sample_size(X, sample_weight)
-        return -2 * self.score(X, sample_weight=sample_weight) * n_samples + (
-            self._n_parameters() * np.log(n_samples)
-        )
+        return self._penalised_deviance(X, sample_weight, np.log)
 
     def aic(self, X: Any, sample_weight: Any = None) -> float:
         """Akaike information criterion of the model on X.
@@ -753,10 +764,17 @@ class BaseEMMixture(
         aic : float
             ``-2 log L + 2 n_parameters``; the lower the better.
         """
-        n_samples = _effective_sample_size(X, sample_weight)
-        return -2 * self.score(X, sample_weight=sample_weight) * n_samples + (
-            2 * self._n_parameters()
+        return self._penalised_deviance(X, sample_weight, lambda n_samples: 2.0)
+
+    def _penalised_deviance(
+        self, X: Any, sample_weight: Any, penalty: Callable[[float], float]
+    ) -> float:
+        """``-2 log L + penalty(N) * n_parameters``, N the (weighted) sample size."""
+        n_samples = (
+            float(len(X)) if sample_weight is None else float(np.sum(sample_weight))
         )
+        deviance = -2 * self.score(X, sample_weight=sample_weight) * n_samples
+        return deviance + penalty(n_samples) * self._n_parameters()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -803,9 +821,3 @@ def _sum_statistics(chunks: Iterator[SufficientStatistics]) -> SufficientStatist
     for statistics in chunks:
         total = statistics if total is None else total + statistics
     return total
-
-
-def _effective_sample_size(X: Any, sample_weight: Any) -> float:
-    if sample_weight is None:
-        return float(len(X))
-    return float(np.sum(sample_weight))

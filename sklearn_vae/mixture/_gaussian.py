@@ -167,7 +167,9 @@ def _covariances_spherical(scatter, nk, means, reg_covar):
     return _covariances_diag(scatter, nk, means, reg_covar).mean(dim=1)
 
 
-def _precisions_cholesky(covariances: torch.Tensor, covariance_type: str) -> torch.Tensor:
+def _precisions_cholesky(
+    covariances: torch.Tensor, covariance_type: str
+) -> torch.Tensor:
     """Upper-triangular ``P`` with ``P P^T`` the precision, from covariances."""
     if covariance_type in ("full", "tied"):
         cholesky, info = torch.linalg.cholesky_ex(covariances)
@@ -195,7 +197,9 @@ def _precisions_cholesky_from_precisions(
     return precisions.sqrt()
 
 
-def _precisions(precisions_cholesky: torch.Tensor, covariance_type: str) -> torch.Tensor:
+def _precisions(
+    precisions_cholesky: torch.Tensor, covariance_type: str
+) -> torch.Tensor:
     if covariance_type in ("full", "tied"):
         return precisions_cholesky @ precisions_cholesky.mT
     return precisions_cholesky**2
@@ -551,7 +555,12 @@ class EMGaussianMixture(BaseEMMixture):
         return GaussianParameters(
             *(
                 to_tensor(getattr(self, name), device, ACCUMULATION_DTYPE)
-                for name in ("weights_", "means_", "covariances_", "precisions_cholesky_")
+                for name in (
+                    "weights_",
+                    "means_",
+                    "covariances_",
+                    "precisions_cholesky_",
+                )
             )
         )
 

@@ -60,8 +60,14 @@ def fitted_state(estimator):
     return {
         name: getattr(estimator, name)
         for name in (
-            "weights_", "means_", "covariances_", "precisions_",
-            "precisions_cholesky_", "lower_bound_", "n_iter_", "converged_",
+            "weights_",
+            "means_",
+            "covariances_",
+            "precisions_",
+            "precisions_cholesky_",
+            "lower_bound_",
+            "n_iter_",
+            "converged_",
         )
     }
 
@@ -82,15 +88,22 @@ def test_matches_sklearn_from_the_same_initial_parameters(covariance_type):
     assert_allclose(ours.lower_bound_, theirs.lower_bound_, rtol=1e-6)
     assert_allclose(ours.lower_bounds_, theirs.lower_bounds_, rtol=1e-6)
     for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
-        assert_allclose(getattr(ours, name), getattr(theirs, name), rtol=1e-6,
-                        atol=1e-12, err_msg=name)
+        assert_allclose(
+            getattr(ours, name),
+            getattr(theirs, name),
+            rtol=1e-6,
+            atol=1e-12,
+            err_msg=name,
+        )
     assert_allclose(ours.score_samples(X), theirs.score_samples(X), rtol=1e-6)
     assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=1e-6)
     assert_allclose(ours.bic(X), theirs.bic(X), rtol=1e-6)
     assert_allclose(ours.aic(X), theirs.aic(X), rtol=1e-6)
 
 
-@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data"])
+@pytest.mark.parametrize(
+    "init_params", ["kmeans", "k-means++", "random", "random_from_data"]
+)
 def test_same_random_state_starts_where_sklearn_starts(init_params):
     X, _ = blobs()
     settings = dict(init_params=init_params, random_state=3, max_iter=0)
@@ -115,8 +128,13 @@ def test_float32_is_computed_and_returned_in_float32(covariance_type):
     single = EMGaussianMixture(3, **settings).fit(X.astype(np.float32))
 
     assert single.converged_
-    for name in ("weights_", "means_", "covariances_", "precisions_",
-                 "precisions_cholesky_"):
+    for name in (
+        "weights_",
+        "means_",
+        "covariances_",
+        "precisions_",
+        "precisions_cholesky_",
+    ):
         assert getattr(single, name).dtype == np.float32, name
     X32 = X.astype(np.float32)
     assert single.score_samples(X32).dtype == np.float32
@@ -146,15 +164,23 @@ def test_integer_weights_equal_repeated_rows(covariance_type, data):
         repeated = EMGaussianMixture(3, **settings).fit(np.repeat(X, repeats, axis=0))
 
     for name in ("weights_", "means_", "covariances_", "lower_bound_"):
-        assert_allclose(getattr(weighted, name), getattr(repeated, name),
-                        rtol=1e-8, atol=1e-10, err_msg=name)
+        assert_allclose(
+            getattr(weighted, name),
+            getattr(repeated, name),
+            rtol=1e-8,
+            atol=1e-10,
+            err_msg=name,
+        )
     X_repeated = np.repeat(X, repeats, axis=0)
-    assert_allclose(weighted.score(X, sample_weight=repeats),
-                    repeated.score(X_repeated), rtol=1e-10)
-    assert_allclose(weighted.bic(X, sample_weight=repeats),
-                    repeated.bic(X_repeated), rtol=1e-10)
-    assert_allclose(weighted.aic(X, sample_weight=repeats),
-                    repeated.aic(X_repeated), rtol=1e-10)
+    assert_allclose(
+        weighted.score(X, sample_weight=repeats), repeated.score(X_repeated), rtol=1e-10
+    )
+    assert_allclose(
+        weighted.bic(X, sample_weight=repeats), repeated.bic(X_repeated), rtol=1e-10
+    )
+    assert_allclose(
+        weighted.aic(X, sample_weight=repeats), repeated.aic(X_repeated), rtol=1e-10
+    )
 
 
 def test_kmeans_initialisation_uses_sample_weight():
@@ -241,11 +267,20 @@ mixture_settings = st.fixed_dictionaries(
 )
 
 
-@given(settings=mixture_settings, n_features=st.integers(1, 4),
-       scale=st.sampled_from([1e-3, 1.0, 1e3]))
-def test_responsibilities_are_probabilities_and_scores_finite(settings, n_features, scale):
-    X, _ = blobs(n_samples=80, n_features=n_features, centers=3,
-                 random_state=settings["random_state"])
+@given(
+    settings=mixture_settings,
+    n_features=st.integers(1, 4),
+    scale=st.sampled_from([1e-3, 1.0, 1e3]),
+)
+def test_responsibilities_are_probabilities_and_scores_finite(
+    settings, n_features, scale
+):
+    X, _ = blobs(
+        n_samples=80,
+        n_features=n_features,
+        centers=3,
+        random_state=settings["random_state"],
+    )
     X *= scale
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -290,9 +325,12 @@ def test_sample_follows_the_fitted_distribution():
     estimator = EMGaussianMixture(3, random_state=0).fit(X)
     samples, labels = estimator.sample(20_000)
     for k in range(3):
-        assert_allclose(samples[labels == k].mean(axis=0), estimator.means_[k], atol=0.1)
-        assert_allclose(np.cov(samples[labels == k].T), estimator.covariances_[k],
-                        atol=0.15)
+        assert_allclose(
+            samples[labels == k].mean(axis=0), estimator.means_[k], atol=0.1
+        )
+        assert_allclose(
+            np.cov(samples[labels == k].T), estimator.covariances_[k], atol=0.15
+        )
 
 
 # ---------------------------------------------------------------------- #
@@ -304,12 +342,22 @@ def test_sample_follows_the_fitted_distribution():
         (np.array([[0.0, 1.0], [np.nan, 1.0], [2.0, 3.0]]), ValueError, "contains NaN"),
         (np.array([[0.0, 1.0], [np.inf, 1.0], [2.0, 3.0]]), ValueError, "contains inf"),
         (np.arange(10.0), ValueError, "Expected 2D array, got 1D array"),
-        (scipy.sparse.random(20, 3, density=0.5, format="csr", random_state=0),
-         TypeError, "Sparse data was passed"),
-        (np.array([["a", "b"], ["c", "d"]], dtype=object), ValueError, "could not convert"),
+        (
+            scipy.sparse.random(20, 3, density=0.5, format="csr", random_state=0),
+            TypeError,
+            "Sparse data was passed",
+        ),
+        (
+            np.array([["a", "b"], ["c", "d"]], dtype=object),
+            ValueError,
+            "could not convert",
+        ),
         (np.ones((1, 2)), ValueError, "minimum of 2 is required"),
-        (np.random.RandomState(0).rand(2, 2), ValueError,
-         "Expected n_samples >= n_components"),
+        (
+            np.random.RandomState(0).rand(2, 2),
+            ValueError,
+            "Expected n_samples >= n_components",
+        ),
     ],
 )
 def test_bad_training_data(X, error, message):
@@ -320,8 +368,10 @@ def test_bad_training_data(X, error, message):
 def test_bad_prediction_data():
     X, _ = blobs(n_features=3)
     estimator = EMGaussianMixture(2, random_state=0).fit(X)
-    with pytest.raises(ValueError, match="X has 2 features, but EMGaussianMixture is "
-                                         "expecting 3 features"):
+    with pytest.raises(
+        ValueError,
+        match="X has 2 features, but EMGaussianMixture is expecting 3 features",
+    ):
         estimator.predict(X[:, :2])
     with pytest.raises(ValueError, match="contains NaN"):
         estimator.score_samples(np.full((2, 3), np.nan))
@@ -334,8 +384,9 @@ def test_ill_defined_covariance_raises_and_keeps_last_good_state():
     estimator = EMGaussianMixture(2, random_state=0).fit(X)
     before = fitted_state(estimator)
     collapsed = np.vstack([np.ones((5, 5)), np.zeros((5, 5))])
-    with pytest.raises(ValueError, match="ill-defined empirical covariance.*increase "
-                                         "reg_covar"):
+    with pytest.raises(
+        ValueError, match="ill-defined empirical covariance.*increase reg_covar"
+    ):
         estimator.set_params(n_components=10, reg_covar=0.0).fit(collapsed)
     for name, value in before.items():
         assert_array_equal(getattr(estimator, name), value, err_msg=name)
@@ -372,8 +423,11 @@ def test_verbose_reports_iterations(capsys):
 
 def test_bad_initial_parameters():
     X, _ = blobs()
-    with pytest.raises(ValueError, match=r"should be in the range \[0, 1\], but got "
-                                         r"max value 1.50000, min value -0.50000"):
+    with pytest.raises(
+        ValueError,
+        match=r"should be in the range \[0, 1\], but got "
+        r"max value 1.50000, min value -0.50000",
+    ):
         EMGaussianMixture(2, weights_init=[1.5, -0.5]).fit(X)
     with pytest.raises(ValueError, match="'full precision' should be symmetric"):
         EMGaussianMixture(1, precisions_init=[-np.eye(3)]).fit(X)
@@ -410,7 +464,8 @@ def test_pipeline_with_responsibilities_as_features():
 
 
 @pytest.mark.parametrize(
-    "scoring", [None, lambda estimator, X, y=None: -estimator.bic(X)],
+    "scoring",
+    [None, lambda estimator, X, y=None: -estimator.bic(X)],
     ids=["score", "bic"],
 )
 def test_grid_search_selects_the_number_of_components(scoring):
