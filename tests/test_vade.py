@@ -361,3 +361,24 @@ def test_sparse_dirichlet_prior_turns_the_collapse_guard_off(data, starved_start
     model = small_model(pretrain_epochs=5, max_iter=3, weight_concentration_prior=0.5).fit(X)
     assert not any("collapse_events" in record for record in model.history_)
     assert model.weights_[0] < 0.1 / N_CLUSTERS
+
+
+def test_joint_training_starts_from_the_pretrained_reconstruction_variance(data, monkeypatch):
+    X, _ = data
+    captured = {}
+    initial_mixture = VariationalGMMPrior._initial_mixture
+
+    def capture_codes(self, codes, seed):
+        captured["codes"] = codes
+        return initial_mixture(self, codes, seed)
+
+    monkeypatch.setattr(VariationalGMMPrior, "_initial_mixture", capture_codes)
+    # A vanishing learning rate keeps the networks where pretraining left them.
+    model = small_model(pretrain_epochs=5, max_iter=1, learning_rate_init=1e-12).fit(X)
+    with torch.no_grad():
+        decoded = model.decoder_.mean(torch.as_tensor(captured["codes"]))
+    residual_variance = ((X - decoded.numpy()) ** 2).mean(axis=0)
+    np.testing.assert_allclose(
+        model.decoder_.variance().detach().numpy(), residual_variance, rtol=1e-3
+    )
+    assert not np.allclose(residual_variance, 1.0, atol=0.05)  # not the initial variance
