@@ -23,7 +23,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn_vae import EMGaussianMixture
 from sklearn_vae.plotting import MixtureEllipsesDisplay
 
-X, _ = make_blobs(n_samples=600, centers=4, cluster_std=0.8, random_state=3)
+X, _ = make_blobs(n_samples=600, centers=4, cluster_std=0.8, random_state=1)
 X = X @ np.array([[0.6, -0.6], [-0.4, 0.8]])
 
 
@@ -66,7 +66,12 @@ for offset, covariance_type in enumerate(["spherical", "tied", "diag", "full"]):
         width=width,
         label=covariance_type,
     )
-ax.set(xlabel="n_components", ylabel="BIC (mean over folds)")
+bics = -results["mean_test_score"]
+ax.set(
+    xlabel="n_components",
+    ylabel="BIC (mean over folds)",
+    ylim=(0.95 * bics.min(), 1.02 * bics.max()),
+)
 ax.legend()
 plt.show()
 
