@@ -78,6 +78,9 @@ plt.show()
 # --------------------------------
 # Among the real digits, the VAE's least likely ones are the oddly written.
 least_likely = np.argsort(scores["VAETransformer"][: len(X_test)])[:10]
-GeneratedSamplesDisplay(X_test[least_likely][np.newaxis], image_shape=(8, 8)).plot()
-plt.title("The 10 least likely held-out digits under the VAE")
+fig, ax = plt.subplots(figsize=(8, 1.6))
+GeneratedSamplesDisplay(X_test[least_likely][np.newaxis], image_shape=(8, 8)).plot(
+    ax=ax
+)
+ax.set_title("The 10 least likely held-out digits under the VAE")
 plt.show()
