@@ -150,8 +150,7 @@ def test_float32_is_computed_and_returned_in_float32(covariance_type):
 # ---------------------------------------------------------------------- #
 # Sample weights
 # ---------------------------------------------------------------------- #
-@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-@given(data=st.data())
+@given(covariance_type=st.sampled_from(COVARIANCE_TYPES), data=st.data())
 def test_integer_weights_equal_repeated_rows(covariance_type, data):
     X, _ = blobs(n_samples=60, random_state=data.draw(st.integers(0, 1000)))
     repeats = np.array(data.draw(st.lists(st.integers(0, 3), min_size=60, max_size=60)))
