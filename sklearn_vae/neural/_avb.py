@@ -12,16 +12,26 @@ log p(z)``, whose mean over posterior draws is the KL. The encoder and
 decoder then maximise ``E_q[log p(x|z) - T(x, z)]`` with ``T`` held fixed.
 
 Adaptive contrast (section 4 of the paper) compares ``q(z|x)`` with the
-Gaussian ``r(z|x) = N(mu(x), diag sigma^2(x))`` of its own moments (estimated
-from the draws of each row) instead of with the prior: the discriminator sees
-standardised draws ``(z - mu) / sigma`` against ``N(0, I)``, a much easier
-problem, and::
+Gaussian ``r(z|x) = N(mu(x), diag sigma^2(x))`` of its own moments instead of
+with the prior: the discriminator sees standardised draws ``(z - mu) / sigma``
+against ``N(0, I)``, a much easier problem, and::
 
     KL(q || p) = KL(q~ || N(0, I)) + KL(r || p)
 
 where ``q~`` is the law of the standardised draws (estimated by ``T``) and the
 second term is analytic (both ``log r`` and ``log p`` are quadratic in ``z``,
 so only the first two moments of ``q`` matter).
+
+The encoder has the paper's moment-tractable form (its section 4)::
+
+    z = a_0(x) + sum_i a_i(x) * v_i(eps_i),    eps_i ~ N(0, 1) independent
+
+with ``a`` an MLP of ``x`` and each ``v_i`` a small MLP of one scalar noise.
+The law of ``z`` given ``x`` can be far from Gaussian (a ``v_i`` may be
+bimodal), yet its mean and variance follow from the moments of the ``v_i``,
+which do not depend on ``x``: ``E[z|x] = a_0 + sum_i a_i E[v_i]`` and
+``Var[z|x] = sum_i a_i^2 Var[v_i]``. One Monte Carlo estimate of the
+``v_i``'s moments serves every row.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._engine import Batch, StepContext, UpdateStep
-from ._modules import VariationalAutoencoder, make_mlp
+from ._modules import ACTIVATIONS, VariationalAutoencoder, make_mlp
 from ._mutual_information import (
     gaussian_encoder_scores,
     info_nce_bound,
@@ -41,26 +51,31 @@ from ._mutual_information import (
 )
 from ._objectives import ELBO
 
-__all__ = ["AdversarialVariationalBayes", "ImplicitEncoder", "draw_moments", "encoder_draws"]
+__all__ = ["AdversarialVariationalBayes", "ImplicitEncoder"]
 
-#: Fixed noise draws per row behind :meth:`ImplicitEncoder.forward`.
-N_MOMENT_DRAWS = 32
+#: Noise draws, fixed at construction, behind the basis moments that
+#: :meth:`ImplicitEncoder.forward` uses (Monte Carlo error ~ 1/sqrt(2048)).
+N_MOMENT_DRAWS = 2048
 
-# Floor of the moment-matched variance: an encoder that learned to ignore its
+#: Hidden width of each noise basis function v_i.
+_BASIS_WIDTH = 16
+
+# Floor of the posterior variance: an encoder that learned to ignore its
 # noise has zero spread, and its log-variance must stay finite.
 _VARIANCE_FLOOR = 1e-6
 
 
 class ImplicitEncoder(nn.Module):
-    """An implicit posterior ``z = f(x, eps)``, ``eps ~ N(0, I_n_noise)``.
+    """An implicit posterior ``z = a_0(x) + sum_i a_i(x) * v_i(eps_i)``.
 
     :meth:`sample` draws from ``q(z|x)``. Called as a module, it returns the
-    mean and log-variance of ``N_MOMENT_DRAWS`` draws made from a fixed set of
-    noise vectors shared by every row (common random numbers, a buffer drawn
-    at construction), like :class:`~sklearn_vae.neural._modules.GaussianEncoder`
-    returns its Gaussian's parameters: a deterministic, row-independent code
-    and a Gaussian fitted to the implicit posterior, for ``transform`` and as
-    the proposal of importance sampling.
+    posterior's exact mean and log-variance (up to the Monte Carlo error of
+    the basis moments, estimated on ``N_MOMENT_DRAWS`` noise draws fixed at
+    construction), like
+    :class:`~sklearn_vae.neural._modules.GaussianEncoder` returns its
+    Gaussian's parameters: the mean is a deterministic, row-independent code
+    (the mean of those posterior draws), and the Gaussian of these moments
+    serves as the proposal of importance sampling.
 
     Parameters
     ----------
@@ -69,16 +84,18 @@ class ImplicitEncoder(nn.Module):
     n_components : int
         Latent dimension.
     hidden_layer_sizes : sequence of int
-        Hidden widths, input side first.
+        Hidden widths of ``a``, input side first.
     activation : str
         One of :data:`~sklearn_vae.neural._modules.ACTIVATIONS`.
     n_noise : int or None, default=None
-        Width of ``eps``; None uses ``n_components``.
+        Number of noise basis functions ``v_i``; None uses ``n_components``.
 
     Attributes
     ----------
-    network : torch.nn.Sequential
-        Maps ``[x, eps]`` to ``z``.
+    coefficients : torch.nn.Sequential
+        Maps ``x`` to ``a_0, ..., a_n_noise`` concatenated.
+    basis_weight1, basis_bias1, basis_weight2, basis_bias2 : torch.nn.Parameter
+        The ``v_i``, one hidden layer each, evaluated side by side.
     moment_noise : torch.Tensor of shape (N_MOMENT_DRAWS, n_noise)
         The fixed noise behind :meth:`forward` (a buffer: saved, moved and cast
         with the weights).
@@ -104,12 +121,34 @@ class ImplicitEncoder(nn.Module):
         super().__init__()
         self.n_components = n_components
         self.n_noise = n_components if n_noise is None else n_noise
-        self.network = make_mlp(
-            n_features + self.n_noise, hidden_layer_sizes, n_components, activation
+        self.coefficients = make_mlp(
+            n_features, hidden_layer_sizes, (self.n_noise + 1) * n_components, activation
+        )
+        self.activation = ACTIVATIONS[activation]()
+        # One 1 -> _BASIS_WIDTH -> n_components MLP per noise input, stored
+        # stacked so all of them run in one batched product; initialised like
+        # nn.Linear (uniform in +-1/sqrt(fan_in)).
+        bound2 = _BASIS_WIDTH**-0.5
+        self.basis_weight1 = nn.Parameter(torch.empty(self.n_noise, _BASIS_WIDTH).uniform_(-1, 1))
+        self.basis_bias1 = nn.Parameter(torch.empty(self.n_noise, _BASIS_WIDTH).uniform_(-1, 1))
+        self.basis_weight2 = nn.Parameter(
+            torch.empty(self.n_noise, _BASIS_WIDTH, n_components).uniform_(-bound2, bound2)
+        )
+        self.basis_bias2 = nn.Parameter(
+            torch.empty(self.n_noise, n_components).uniform_(-bound2, bound2)
         )
         # Drawn from torch's generator like the weights, so it is seeded with
         # them (the estimators build models under seeded_module_init).
         self.register_buffer("moment_noise", torch.randn(N_MOMENT_DRAWS, self.n_noise))
+
+    def basis(self, noise: torch.Tensor) -> torch.Tensor:
+        """Return ``v_i(eps_i)`` for noise of shape (..., n_noise): (..., n_noise, n_components)."""
+        hidden = self.activation(noise[..., None] * self.basis_weight1 + self.basis_bias1)
+        return torch.einsum("...ih,ihd->...id", hidden, self.basis_weight2) + self.basis_bias2
+
+    def _coefficients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.coefficients(x).unflatten(-1, (self.n_noise + 1, self.n_components))
+        return out[..., 0, :], out[..., 1:, :]
 
     def sample(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Return ``z = f(x, noise)``.
@@ -124,30 +163,41 @@ class ImplicitEncoder(nn.Module):
         -------
         torch.Tensor of shape (n_draws, n_samples, n_components)
         """
-        n_draws, n_samples = noise.shape[0], x.shape[0]
-        noise = noise.reshape(n_draws, -1, self.n_noise).expand(n_draws, n_samples, -1)
-        return self.network(torch.cat([x.expand(n_draws, -1, -1), noise], dim=-1))
+        offset, scales = self._coefficients(x)
+        basis = self.basis(noise.reshape(noise.shape[0], -1, self.n_noise))
+        return offset + (scales * basis).sum(dim=-2)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and log-variance of the draws made with :attr:`moment_noise`.
+    def moments(
+        self, x: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of ``q(z|x)``, basis moments estimated on ``noise``.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n_samples, n_features)
+        noise : torch.Tensor of shape (..., n_noise)
+            Any number of standard normal draws (pooled).
 
         Returns
         -------
         mean, log_var : torch.Tensor of shape (n_samples, n_components)
         """
-        return draw_moments(self.sample(x, self.moment_noise))
+        basis = self.basis(noise.reshape(-1, self.n_noise))
+        basis_mean = basis.mean(dim=0)
+        basis_variance = (basis - basis_mean).square().mean(dim=0)
+        offset, scales = self._coefficients(x)
+        mean = offset + (scales * basis_mean).sum(dim=-2)
+        variance = (scales.square() * basis_variance).sum(dim=-2) + _VARIANCE_FLOOR
+        return mean, torch.log(variance)
 
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of ``q(z|x)`` from the fixed :attr:`moment_noise`.
 
-def encoder_draws(encoder: nn.Module) -> int:
-    """Posterior draws per row behind one call of ``encoder`` (for memory budgets)."""
-    return N_MOMENT_DRAWS if isinstance(encoder, ImplicitEncoder) else 1
-
-
-def draw_moments(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row mean and log-variance of draws ``z`` of shape (n_draws, n_samples, d)."""
-    mean = z.mean(dim=0)
-    variance = (z - mean).square().mean(dim=0) + _VARIANCE_FLOOR
-    return mean, torch.log(variance)
+        Returns
+        -------
+        mean, log_var : torch.Tensor of shape (n_samples, n_components)
+        """
+        return self.moments(x, self.moment_noise)
 
 
 class AdversarialVariationalBayes(ELBO):
@@ -181,8 +231,7 @@ class AdversarialVariationalBayes(ELBO):
     kl_warmup : int
         Epochs of linear KL annealing.
     n_train_samples : int
-        Posterior draws per row and step; at least 2 with adaptive contrast
-        (the moments are estimated from them).
+        Posterior draws per row and step.
     adaptive_contrast : bool
         Use the paper's adaptive contrast.
     """
@@ -194,12 +243,6 @@ class AdversarialVariationalBayes(ELBO):
         n_train_samples: int,
         adaptive_contrast: bool,
     ) -> None:
-        if adaptive_contrast and n_train_samples < 2:
-            raise ValueError(
-                "Adaptive contrast estimates each row's posterior mean and "
-                "variance from its draws, so it needs n_train_samples >= 2, got "
-                f"n_train_samples={n_train_samples}."
-            )
         super().__init__(beta, kl_warmup)
         self.n_train_samples = n_train_samples
         self.adaptive_contrast = adaptive_contrast
@@ -213,11 +256,13 @@ class AdversarialVariationalBayes(ELBO):
         x = batch.X
         # The discriminator's step needs the draws only as data.
         with torch.set_grad_enabled(torch.is_grad_enabled() and context.step != "critic"):
-            z = model.encoder.sample(
-                x, _encoder_noise(model.encoder, x, self.n_train_samples, context.generator)
-            )
+            noise = _encoder_noise(model.encoder, x, self.n_train_samples, context.generator)
+            z = model.encoder.sample(x, noise)
             if self.adaptive_contrast:
-                mean, log_var = draw_moments(z)
+                # Every draw of the batch samples the x-independent basis
+                # moments: fresh ones each step, so training cannot tune the
+                # encoder to a fixed set of noise.
+                mean, log_var = model.encoder.moments(x, noise)
                 contrast = (z - mean) * torch.exp(-0.5 * log_var)
                 reference_kl = model.kl_divergence(mean, log_var)
             else:
