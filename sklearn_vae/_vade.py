@@ -46,13 +46,15 @@ from ._backend import (
 )
 from .mixture import EMGaussianMixture
 from .neural._base import NeuralEstimatorBase, derive_seed
-from .neural._engine import Callback, TrainingData, TrainingEngine
+from .neural._engine import Callback, Objective, TrainingData, TrainingEngine
+from .neural._mine import InfoMax
 from .neural._mixture_objectives import (
     CollapseGuard,
     MixturePriorELBO,
     NeighborEmbeddingPretraining,
 )
 from .neural._mixture_prior import GaussianMixturePrior, MixturePriorVAE
+from .neural._mutual_information import PairCritic
 from .neural._modules import (
     _GAUSSIAN_VARIANCE_FLOOR as GAUSSIAN_VARIANCE_FLOOR,
 )
@@ -137,6 +139,16 @@ class VariationalGMMPrior(
     consistency_weight : float, default=1.0
         Weight of the neighbour-consistency minus batch-entropy term during
         joint training; 0 turns it off.
+    objective : {'elbo', 'iwae', 'avb', 'mine'}, default='elbo'
+        Objective of joint training (as in VAETransformer). Supported:
+        ``'elbo'`` (VaDE's ELBO with the terms above) and ``'mine'`` (the same
+        plus ``mi_weight`` times MINE's lower bound on I(x; z) from a critic
+        network ``critic_``). ``'iwae'`` and ``'avb'`` raise a ValueError at
+        fit: VaDE's cluster posterior ``q(c|x) = p(c|z)`` and its closed-form
+        KL terms are defined for one Gaussian posterior draw, which the
+        importance-weighted bound and AVB's implicit encoder replace.
+    mi_weight : float, default=1.0
+        Weight of the mutual-information bound for ``objective='mine'``.
     pretrain_epochs : int, default=100
         Epochs of autoencoder pretraining before the mixture is initialised.
     n_init : int, default=10
@@ -194,11 +206,16 @@ class VariationalGMMPrior(
         The torch decoder, ``z -> p(x|z)``.
     prior_ : GaussianMixturePrior
         The torch module holding the latent mixture.
+    critic_ : PairCritic
+        MINE's critic ``T(x, z)``; only for ``objective='mine'``.
     labels_ : ndarray of shape (n_samples,)
         Cluster of each training row (``predict`` of the training data).
     history_ : list of dict
-        One record per joint-training epoch: each loss term, the time, and
-        ``collapse_events`` when the guard re-seeded components.
+        One record per joint-training epoch: each loss term, the time,
+        ``mutual_information`` (an InfoNCE lower bound on I(x; z) in nats on
+        one fixed batch, at most ``log(batch_size)``), ``critic_loss`` and
+        ``mine_bound`` for ``objective='mine'``, and ``collapse_events`` when
+        the guard re-seeded components.
     pretrain_history_ : list of dict
         One record per pretraining epoch.
     loss_curve_ : list of float
@@ -250,6 +267,8 @@ class VariationalGMMPrior(
         "neighbors_estimator": [HasMethods(["fit", "kneighbors"]), None],
         "neighbor_weight": [Interval(Real, 0, None, closed="left")],
         "consistency_weight": [Interval(Real, 0, None, closed="left")],
+        "objective": [StrOptions({"elbo", "iwae", "avb", "mine"})],
+        "mi_weight": [Interval(Real, 0, None, closed="left")],
         "pretrain_epochs": [Interval(Integral, 0, None, closed="left")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "weight_concentration_prior": [Interval(Real, 0, None, closed="neither"), None],
@@ -268,6 +287,8 @@ class VariationalGMMPrior(
         neighbors_estimator: Any = None,
         neighbor_weight: float = 3.0,
         consistency_weight: float = 1.0,
+        objective: str = "elbo",
+        mi_weight: float = 1.0,
         pretrain_epochs: int = 100,
         n_init: int = 10,
         weight_concentration_prior: float | None = None,
@@ -296,6 +317,8 @@ class VariationalGMMPrior(
         self.neighbors_estimator = neighbors_estimator
         self.neighbor_weight = neighbor_weight
         self.consistency_weight = consistency_weight
+        self.objective = objective
+        self.mi_weight = mi_weight
         self.pretrain_epochs = pretrain_epochs
         self.n_init = n_init
         self.weight_concentration_prior = weight_concentration_prior
@@ -324,12 +347,23 @@ class VariationalGMMPrior(
         decoder_class = GaussianDecoder if self.likelihood == "gaussian" else BernoulliDecoder
         decoder = decoder_class(self.latent_dim, n_features, hidden, self.activation)
         prior = GaussianMixturePrior(self.n_components, self.latent_dim, self.covariance_type)
-        return MixturePriorVAE(encoder, decoder, prior)
+        model = MixturePriorVAE(encoder, decoder, prior)
+        if self.objective == "mine":
+            model.critic = PairCritic(n_features, self.latent_dim, hidden, self.activation)
+        return model
 
-    def _build_objective(self) -> MixturePriorELBO:
-        return MixturePriorELBO(
+    def _build_objective(self) -> Objective:
+        if self.objective not in ("elbo", "mine"):
+            raise ValueError(
+                f"VariationalGMMPrior supports objective='elbo' or 'mine', got "
+                f"objective={self.objective!r}: VaDE's cluster posterior and KL "
+                "terms need one draw from a Gaussian encoder. Use VAETransformer "
+                f"for objective={self.objective!r}."
+            )
+        elbo = MixturePriorELBO(
             self.weight_concentration_prior, self.consistency_weight, self.neighbor_weight
         )
+        return InfoMax(elbo, self.mi_weight) if self.objective == "mine" else elbo
 
     def _callbacks(self) -> list[Callback]:
         if self.weight_concentration_prior is not None and self.weight_concentration_prior < 1:
@@ -409,6 +443,10 @@ class VariationalGMMPrior(
         self.encoder_ = model.encoder
         self.decoder_ = model.decoder
         self.prior_ = model.prior
+        if hasattr(model, "critic"):
+            self.critic_ = model.critic
+        else:  # a refit with another objective must not keep an old critic
+            vars(self).pop("critic_", None)
         with torch.no_grad():
             self.weights_ = to_numpy(model.prior.weights).astype(np.float64)
             self.means_ = to_numpy(model.prior.means).astype(np.float64)
@@ -416,7 +454,10 @@ class VariationalGMMPrior(
         self.covariances_ = variances if self.covariance_type == "diag" else variances[:, 0]
 
     def _fitted_model(self) -> MixturePriorVAE:
-        return MixturePriorVAE(self.encoder_, self.decoder_, self.prior_)
+        model = MixturePriorVAE(self.encoder_, self.decoder_, self.prior_)
+        if hasattr(self, "critic_"):
+            model.critic = self.critic_
+        return model
 
     # -- fitting -----------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)

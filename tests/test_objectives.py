@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.datasets import load_digits
+from sklearn.datasets import load_digits, make_blobs
 from sklearn.model_selection import train_test_split
 from sklearn.utils.estimator_checks import (
     check_methods_sample_order_invariance,
@@ -20,7 +20,7 @@ from sklearn.utils.estimator_checks import (
     check_transformer_preserve_dtypes,
 )
 
-from sklearn_vae import VAETransformer
+from sklearn_vae import VariationalGMMPrior, VAETransformer
 from sklearn_vae.neural._avb import ImplicitEncoder
 from sklearn_vae.neural._mutual_information import PairCritic
 
@@ -196,3 +196,31 @@ def test_estimator_checks_hold_for_every_objective(objective, check):
 def test_invalid_objective_parameters_are_rejected_at_fit(blobs, params, message):
     with pytest.raises(ValueError, match=message):
         VAETransformer(**SMALL, **params).fit(blobs)
+
+
+# -- VariationalGMMPrior -----------------------------------------------------------
+VADE_SMALL = dict(
+    latent_dim=2, hidden_layer_sizes=(16,), pretrain_epochs=3, max_iter=3, n_init=2,
+    random_state=0,
+)
+
+
+@pytest.fixture(scope="module")
+def three_blobs():
+    X, _ = make_blobs(150, n_features=5, centers=3, random_state=0)
+    return X
+
+
+@pytest.mark.parametrize("objective", ["iwae", "avb"])
+def test_variational_gmm_prior_rejects_unsupported_objectives(three_blobs, objective):
+    with pytest.raises(ValueError, match="supports objective='elbo' or 'mine'"):
+        VariationalGMMPrior(3, objective=objective, **VADE_SMALL).fit(three_blobs)
+
+
+def test_variational_gmm_prior_trains_with_mine(three_blobs):
+    model = VariationalGMMPrior(3, objective="mine", **VADE_SMALL).fit(three_blobs)
+    assert isinstance(model.critic_, PairCritic)
+    assert {"mine_bound", "critic_loss", "mutual_information"} <= set(model.history_[-1])
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(restored.predict_proba(three_blobs), model.predict_proba(three_blobs))
+    assert "mutual_information" in VariationalGMMPrior(3, **VADE_SMALL).fit(three_blobs).history_[-1]

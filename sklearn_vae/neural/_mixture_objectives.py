@@ -34,7 +34,7 @@ from ._clustering_losses import (
 from ._engine import Batch, Callback, Objective, StepContext, TrainingEngine
 from ._mixture_prior import MixturePriorVAE, split_collapsed_components
 from ._modules import GaussianDecoder
-from ._objectives import reparameterize
+from ._objectives import mutual_information_diagnostics, reparameterize
 
 __all__ = ["CollapseGuard", "MixturePriorELBO", "NeighborEmbeddingPretraining"]
 
@@ -137,6 +137,9 @@ class MixturePriorELBO(Objective):
     graph neighbours (SCAN); the batch entropy keeps it from merging clusters.
     Only the ELBO terms enter the validation loss's meaning; the others are
     logged under their names.
+    Once per epoch
+    :func:`~sklearn_vae.neural._objectives.mutual_information_diagnostics`
+    logs ``mutual_information``.
 
     Parameters
     ----------
@@ -201,6 +204,11 @@ class MixturePriorELBO(Objective):
                 )
         terms["loss"] = loss
         return terms
+
+    def diagnostics(
+        self, model: MixturePriorVAE, batch: Batch, context: StepContext
+    ) -> dict[str, torch.Tensor]:
+        return mutual_information_diagnostics(model, batch, context)
 
 
 class CollapseGuard(Callback):
