@@ -229,7 +229,7 @@ class VariationalGMMPrior(
     converged_ : bool
         Whether joint training stopped before ``max_iter`` epochs.
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined only when ``X`` has string feature names.
 
     See Also
@@ -588,7 +588,7 @@ class VariationalGMMPrior(
 
         Returns
         -------
-        ndarray of shape (n_samples, n_features_in_)
+        ndarray of shape (n_samples, `n_features_in_`)
             In the dtype of the latent points.
         """
         return self._decode_latent(X, self.latent_dim, "latent_dim")
@@ -607,7 +607,7 @@ class VariationalGMMPrior(
 
         Returns
         -------
-        X : ndarray of shape (n_samples, n_features_in_)
+        X : ndarray of shape (n_samples, `n_features_in_`)
             Decoder means of the latent draws.
         y : ndarray of shape (n_samples,), int64
             Component of each draw.

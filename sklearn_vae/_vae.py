@@ -156,7 +156,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
         discriminator): the network ``T(x, z)``.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
     history_ : list of dict
         One record per epoch: ``epoch``, the training ``loss`` (negative
@@ -400,7 +400,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
 
         Returns
         -------
-        X_original : ndarray of shape (n_samples, n_features_in_)
+        X_original : ndarray of shape (n_samples, `n_features_in_`)
             In the dtype of the codes.
         """
         return self._decode_latent(X, self.n_components, "n_components")
@@ -463,7 +463,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
 
         Returns
         -------
-        X : ndarray of shape (n_samples, n_features_in_)
+        X : ndarray of shape (n_samples, `n_features_in_`)
             In the dtype the model was fitted in.
         """
         check_is_fitted(self)

@@ -27,16 +27,18 @@ DOCTESTED_MODULES = [
 ]
 
 
-def test_gallery_has_the_seven_promised_examples():
-    assert EXAMPLES == [
+def test_gallery_has_every_promised_example():
+    promised = [
         "plot_anomaly_detection",
         "plot_gmm_covariances",
         "plot_gmm_selection",
+        "plot_objectives",
         "plot_posterior_map",
         "plot_vade_digits",
         "plot_vae_latent_space",
         "plot_vae_pipeline",
     ]
+    assert set(promised) <= set(EXAMPLES)
 
 
 @pytest.mark.parametrize("module_name", DOCTESTED_MODULES)

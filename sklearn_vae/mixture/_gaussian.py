@@ -400,9 +400,9 @@ class EMGaussianMixture(BaseEMMixture):
     lower_bounds_ : list of float of length ``n_iter_``
         The lower bound at each iteration of the best initialisation.
     n_features_in_ : int
-        Number of features seen during :term:`fit`.
+        Number of features seen during ``fit``.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during :term:`fit`, when all are strings.
+        Names of features seen during ``fit``, when all are strings.
 
     See Also
     --------
