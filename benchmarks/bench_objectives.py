@@ -35,7 +35,7 @@ from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
-from sklearn_vae import VariationalGMMPrior, VAETransformer
+from sklearn_vae import VAETransformer, VariationalGMMPrior
 from sklearn_vae.metrics import clustering_accuracy
 
 OBJECTIVES = ("elbo", "iwae", "avb", "mine")

@@ -54,7 +54,6 @@ from .neural._mixture_objectives import (
     NeighborEmbeddingPretraining,
 )
 from .neural._mixture_prior import GaussianMixturePrior, MixturePriorVAE
-from .neural._mutual_information import PairCritic
 from .neural._modules import (
     _GAUSSIAN_VARIANCE_FLOOR as GAUSSIAN_VARIANCE_FLOOR,
 )
@@ -63,6 +62,7 @@ from .neural._modules import (
     GaussianDecoder,
     GaussianEncoder,
 )
+from .neural._mutual_information import PairCritic
 from .neural._neighbors import nearest_neighbor_graph
 from .neural._objectives import reparameterize
 

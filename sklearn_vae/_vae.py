@@ -12,8 +12,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._backend import make_generator, seed_from_random_state, to_numpy
-from .neural._base import NeuralEstimatorBase, derive_seed
 from .neural._avb import AdversarialVariationalBayes, ImplicitEncoder
+from .neural._base import NeuralEstimatorBase, derive_seed
 from .neural._engine import Objective, TrainingData
 from .neural._iwae import ImportanceWeightedBound
 from .neural._mine import InfoMax

@@ -20,14 +20,14 @@ from sklearn.utils.estimator_checks import (
     check_transformer_preserve_dtypes,
 )
 
-from sklearn_vae import VariationalGMMPrior, VAETransformer
+from sklearn_vae import VAETransformer, VariationalGMMPrior
 from sklearn_vae.neural._avb import ImplicitEncoder
 from sklearn_vae.neural._mutual_information import PairCritic
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 NON_DEFAULT = ["iwae", "avb", "mine"]
-SMALL = dict(hidden_layer_sizes=(8,), max_iter=3, n_importance_samples=5, random_state=0)
+SMALL = {"hidden_layer_sizes": (8,), "max_iter": 3, "n_importance_samples": 5, "random_state": 0}
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +59,16 @@ def test_avb_beats_the_gaussian_encoder_where_posteriors_are_not_gaussian():
     rng = np.random.default_rng(0)
     X = np.eye(4)[rng.integers(0, 4, 500)]
     X_test = np.eye(4)[rng.integers(0, 4, 500)]
-    settings = dict(
-        hidden_layer_sizes=(32,),
-        likelihood="bernoulli",
-        max_iter=80,
-        batch_size=50,
-        learning_rate_init=5e-3,
-        alpha=0.0,
-        n_iter_no_change=80,
-        random_state=0,
-    )
+    settings = {
+        "hidden_layer_sizes": (32,),
+        "likelihood": "bernoulli",
+        "max_iter": 80,
+        "batch_size": 50,
+        "learning_rate_init": 5e-3,
+        "alpha": 0.0,
+        "n_iter_no_change": 80,
+        "random_state": 0,
+    }
     elbo = VAETransformer(2, **settings).fit(X)
     avb = VAETransformer(2, objective="avb", n_train_samples=1, **settings).fit(X)
     log_likelihood_avb = exact_log_likelihood(avb, X_test)
@@ -80,16 +80,16 @@ def test_avb_beats_the_gaussian_encoder_where_posteriors_are_not_gaussian():
 def digits_fits():
     X = load_digits().data / 16
     X_train, X_test = train_test_split(X, test_size=0.3, random_state=0)
-    settings = dict(
-        hidden_layer_sizes=(64,),
-        likelihood="bernoulli",
-        max_iter=15,
-        batch_size=100,
-        learning_rate_init=3e-3,
-        n_iter_no_change=15,
-        n_importance_samples=50,
-        random_state=0,
-    )
+    settings = {
+        "hidden_layer_sizes": (64,),
+        "likelihood": "bernoulli",
+        "max_iter": 15,
+        "batch_size": 100,
+        "learning_rate_init": 3e-3,
+        "n_iter_no_change": 15,
+        "n_importance_samples": 50,
+        "random_state": 0,
+    }
     fits = {
         objective: VAETransformer(2, objective=objective, **settings).fit(X_train)
         for objective in ("elbo", "iwae", "mine")
@@ -199,10 +199,14 @@ def test_invalid_objective_parameters_are_rejected_at_fit(blobs, params, message
 
 
 # -- VariationalGMMPrior -----------------------------------------------------------
-VADE_SMALL = dict(
-    latent_dim=2, hidden_layer_sizes=(16,), pretrain_epochs=3, max_iter=3, n_init=2,
-    random_state=0,
-)
+VADE_SMALL = {
+    "latent_dim": 2,
+    "hidden_layer_sizes": (16,),
+    "pretrain_epochs": 3,
+    "max_iter": 3,
+    "n_init": 2,
+    "random_state": 0,
+}
 
 
 @pytest.fixture(scope="module")
