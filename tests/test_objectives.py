@@ -139,6 +139,13 @@ def test_refitting_with_another_objective_drops_the_critic(blobs):
     assert not hasattr(vae, "critic_")
 
 
+def test_a_warm_start_under_an_objective_that_needs_a_critic_says_how_to_fix_it(blobs):
+    vae = VAETransformer(warm_start=True, **SMALL).fit(blobs)
+    with pytest.raises(ValueError, match="warm_start=False"):
+        vae.set_params(objective="mine").fit(blobs)
+    assert not hasattr(vae, "critic_") and vae.n_iter_ == SMALL["max_iter"]
+
+
 @pytest.mark.parametrize("objective", NON_DEFAULT)
 def test_pickling_keeps_every_network(blobs, objective):
     vae = VAETransformer(objective=objective, **SMALL).fit(blobs)

@@ -252,7 +252,19 @@ def with_critic_step(model: nn.Module, steps: Sequence[UpdateStep]) -> list[Upda
     Returns
     -------
     list of UpdateStep
+
+    Raises
+    ------
+    ValueError
+        If ``model`` has no critic, e.g. a warm start of networks fitted
+        under an objective without one.
     """
+    if not hasattr(model, "critic"):
+        raise ValueError(
+            "This objective trains a critic network, which the model does not "
+            "have: it was fitted with another objective. Refit with "
+            "warm_start=False to build the networks the objective needs."
+        )
     critic_parameters = tuple(model.critic.parameters())
     critic_ids = {id(parameter) for parameter in critic_parameters}
     return [
