@@ -72,6 +72,14 @@ def fitted_state(estimator):
     }
 
 
+def assert_attributes_close(actual, desired, names, **tolerances):
+    """assert_allclose on each named fitted attribute of two estimators."""
+    for name in names:
+        assert_allclose(
+            getattr(actual, name), getattr(desired, name), err_msg=name, **tolerances
+        )
+
+
 # ---------------------------------------------------------------------- #
 # Agreement with scikit-learn
 # ---------------------------------------------------------------------- #
@@ -87,14 +95,13 @@ def test_matches_sklearn_from_the_same_initial_parameters(covariance_type):
     assert ours.n_iter_ == theirs.n_iter_
     assert_allclose(ours.lower_bound_, theirs.lower_bound_, rtol=1e-6)
     assert_allclose(ours.lower_bounds_, theirs.lower_bounds_, rtol=1e-6)
-    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
-        assert_allclose(
-            getattr(ours, name),
-            getattr(theirs, name),
-            rtol=1e-6,
-            atol=1e-12,
-            err_msg=name,
-        )
+    assert_attributes_close(
+        ours,
+        theirs,
+        ("weights_", "means_", "covariances_", "precisions_cholesky_"),
+        rtol=1e-6,
+        atol=1e-12,
+    )
     assert_allclose(ours.score_samples(X), theirs.score_samples(X), rtol=1e-6)
     assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=1e-6)
     assert_allclose(ours.bic(X), theirs.bic(X), rtol=1e-6)
@@ -162,14 +169,13 @@ def test_integer_weights_equal_repeated_rows(covariance_type, data):
         weighted = EMGaussianMixture(3, **settings).fit(X, sample_weight=repeats)
         repeated = EMGaussianMixture(3, **settings).fit(np.repeat(X, repeats, axis=0))
 
-    for name in ("weights_", "means_", "covariances_", "lower_bound_"):
-        assert_allclose(
-            getattr(weighted, name),
-            getattr(repeated, name),
-            rtol=1e-8,
-            atol=1e-10,
-            err_msg=name,
-        )
+    assert_attributes_close(
+        weighted,
+        repeated,
+        ("weights_", "means_", "covariances_", "lower_bound_"),
+        rtol=1e-8,
+        atol=1e-10,
+    )
     X_repeated = np.repeat(X, repeats, axis=0)
     assert_allclose(
         weighted.score(X, sample_weight=repeats), repeated.score(X_repeated), rtol=1e-10
@@ -238,8 +244,9 @@ def test_chunks_never_exceed_batch_size_and_do_not_change_results(
 
     assert max(chunk_rows) == 16 and min(chunk_rows) == 250 % 16
     assert chunked.n_iter_ == whole.n_iter_
-    for name in ("means_", "covariances_", "lower_bound_"):
-        assert_allclose(getattr(chunked, name), getattr(whole, name), rtol=1e-10)
+    assert_attributes_close(
+        chunked, whole, ("means_", "covariances_", "lower_bound_"), rtol=1e-10
+    )
     assert_allclose(chunked.predict_proba(X), whole.predict_proba(X), atol=1e-12)
 
 
