@@ -17,12 +17,13 @@ stored, and peak memory is one chunk's temporaries.
 
 from __future__ import annotations
 
+import math
 import warnings
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Iterator
 from numbers import Integral, Real
 from time import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -66,6 +67,43 @@ WeightedLogProb = Callable[[torch.Tensor], torch.Tensor]
 #: barrier waits for a descheduled thread, so chunks must not be too many.
 _AUTO_CHUNK_BYTES = 2**22
 _AUTO_CHUNK_ROWS = (256, 16384)
+
+
+def _exp_floor(dtype: torch.dtype) -> tuple[float, float]:
+    """The floor of the E-step's log-ratios and the ratio zeroed below.
+
+    ``exp`` of an argument at least ``log_floor`` is a normal number even
+    after division by a few thousand; ratios at or below ``resp_floor``, the
+    clamped ones included, are set to zero (they are below 1e-300 in float64
+    and 1e-33 in float32, where scikit-learn's exp underflows too).
+    """
+    log_tiny = math.log(torch.finfo(dtype).tiny)
+    return log_tiny + 10.0, math.exp(log_tiny + 11.0)
+
+
+class _Centred(NamedTuple):
+    data: torch.Tensor
+    shift: torch.Tensor
+
+
+def _centred(X: torch.Tensor, weights: torch.Tensor, chunk_size: int) -> _Centred:
+    """``X`` minus its weighted mean, the subtraction done in float64.
+
+    float64 data is centred in one operation (out of place: ``X`` may share
+    memory with the caller's array). Other data is widened chunk by chunk, so
+    no float64 copy of the whole data set is made, then allocated, filled and
+    thrown away on every fit.
+    """
+    if X.dtype == ACCUMULATION_DTYPE:
+        shift = (weights @ X) / weights.sum()
+        return _Centred(X - shift, shift)
+    chunks = list(iter_row_chunks(X.shape[0], chunk_size))
+    shift = sum(weights[rows] @ X[rows].to(ACCUMULATION_DTYPE) for rows in chunks)
+    shift = shift / weights.sum()
+    centred = torch.empty_like(X)
+    for rows in chunks:
+        centred[rows] = X[rows].to(ACCUMULATION_DTYPE) - shift
+    return _Centred(centred, shift)
 
 
 class ChunkWorkspace:
@@ -319,12 +357,10 @@ class BaseEMMixture(
         )
         # Centring once on the weighted mean keeps the M-step's second-moment
         # expansions (sum x x^T - N mu mu^T) from cancelling.
-        X_tensor = to_tensor(X, device, ACCUMULATION_DTYPE)
-        shift = (weights @ X_tensor) / weights.sum()
-        # Out of place: X_tensor may share memory with the caller's array.
-        X_centred = (X_tensor - shift).to(dtype)
-        del X_tensor
         chunk_size = self._chunk_size(n_features, dtype)
+        X_centred = _centred(to_tensor(X, device, dtype), weights, chunk_size)
+        shift = X_centred.shift
+        X_centred = X_centred.data
 
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
@@ -451,13 +487,21 @@ class BaseEMMixture(
         # log-densities and the M-step statistics: no allocation per chunk.
         workspace = ChunkWorkspace()
         log_prob = self._weighted_log_prob_function(parameters, X.dtype, workspace)
+        log_floor, resp_floor = _exp_floor(X.dtype)
 
         def chunk_statistics(rows: slice) -> SufficientStatistics:
             # A log-sum-exp whose exponentials are reused as responsibilities:
             # one pass of exp over the chunk instead of two.
             weighted_log_prob = log_prob(X[rows])
             largest = weighted_log_prob.amax(dim=1, keepdim=True)
-            weighted_resp = torch.exp_(weighted_log_prob - largest)
+            # exp is ten to forty times slower where its result would be
+            # subnormal or zero, which is most entries for well-separated
+            # components: clamp the arguments into the fast range, then zero
+            # the clamped entries (all below e**-77 of the row's largest).
+            weighted_resp = torch.exp_(
+                torch.sub(weighted_log_prob, largest).clamp_(min=log_floor)
+            )
+            torch.nn.functional.threshold_(weighted_resp, resp_floor, 0.0)
             normaliser = weighted_resp.sum(dim=1, keepdim=True)
             log_norm = (largest + normaliser.log()).squeeze(1)
             chunk_weights = weights[rows]
