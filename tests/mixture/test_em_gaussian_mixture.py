@@ -28,6 +28,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sklearn_vae import EMGaussianMixture
+from sklearn_vae.mixture import _gaussian
 from sklearn_vae.mixture._base import _AUTO_CHUNK_BYTES
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
@@ -248,6 +249,84 @@ def test_chunks_never_exceed_batch_size_and_do_not_change_results(
         chunked, whole, ("means_", "covariances_", "lower_bound_"), rtol=1e-10
     )
     assert_allclose(chunked.predict_proba(X), whole.predict_proba(X), atol=1e-12)
+
+
+@given(
+    n_components=st.integers(4, 12),
+    nonzeros_per_row=st.integers(1, 3),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_gathered_full_scatter_equals_the_dense_product(
+    n_components, nonzeros_per_row, dtype, seed
+):
+    generator = torch.Generator().manual_seed(seed)
+    n_samples, n_features = 400, 5
+    X = torch.randn(n_samples, n_features, generator=generator, dtype=dtype)
+    # A few components per row (sample weights included), zeros elsewhere.
+    columns = torch.rand(n_samples, n_components, generator=generator).argsort(1)
+    weighted_resp = torch.zeros(n_samples, n_components, dtype=dtype)
+    weighted_resp.scatter_(
+        1,
+        columns[:, :nonzeros_per_row],
+        torch.rand(n_samples, nonzeros_per_row, generator=generator, dtype=dtype),
+    )
+    expected = torch.einsum("nk,na,nb->kab", weighted_resp, X, X)
+    share = nonzeros_per_row / n_components
+
+    gathered = _gaussian._scatter_full_by_component(X, weighted_resp)
+
+    if share > 2 * _gaussian._GATHERED_SCATTER_MAX_SHARE:
+        # Some component then has more than the allowed share of the rows.
+        assert gathered is None
+    if gathered is not None:
+        tolerance = 1e-4 if dtype == torch.float32 else 1e-12
+        assert gathered.shape == (n_components, n_features, n_features)
+        torch.testing.assert_close(gathered, expected, rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(
+        _gaussian._scatter_full(X, weighted_resp),
+        expected,
+        rtol=1e-4 if dtype == torch.float32 else 1e-12,
+        atol=1e-4 if dtype == torch.float32 else 1e-12,
+    )
+
+
+def test_well_separated_fit_gathers_the_scatter_and_matches_the_dense_fit(
+    monkeypatch,
+):
+    # 16 components so far apart that every other component's responsibility
+    # is below the float64 floor (1e-300): each row counts for one component.
+    X, _ = make_blobs(
+        n_samples=2000, n_features=20, centers=16, cluster_std=0.5, random_state=0
+    )
+    init = sklearn_initialisation(X, 16, "full")
+    settings = dict(tol=0.0, max_iter=5, **init)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        theirs = GaussianMixture(16, **settings).fit(X)
+        gathered_calls = []
+        gather = _gaussian._scatter_full_by_component
+
+        def recording_gather(X_chunk, weighted_resp):
+            scatter = gather(X_chunk, weighted_resp)
+            gathered_calls.append(scatter is not None)
+            return scatter
+
+        monkeypatch.setattr(_gaussian, "_scatter_full_by_component", recording_gather)
+        ours = EMGaussianMixture(16, **settings).fit(X)
+        monkeypatch.setattr(_gaussian, "_GATHERED_SCATTER_MAX_SHARE", 0.0)
+        dense = EMGaussianMixture(16, **settings).fit(X)
+
+    # One chunk per iteration: gathered in the first fit, dense in the second.
+    assert gathered_calls == [True] * 5 + [False] * 5
+    names = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+    # The same sums in another order: equal to rounding at the data's scale.
+    assert_attributes_close(
+        ours, dense, (*names, "lower_bounds_"), rtol=1e-10, atol=1e-12
+    )
+    assert_attributes_close(
+        ours, theirs, (*names, "lower_bounds_"), rtol=1e-6, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("n_components, n_features", [(16, 32), (32, 64), (8, 16)])
