@@ -249,8 +249,15 @@ class BaseEMMixture(
         parameters: Any,
         dtype: torch.dtype,
         workspace: ChunkWorkspace | None = None,
+        negligible_log_ratio: float | None = None,
     ) -> WeightedLogProb:
-        """Return a function computing ``log pi_k + log p(x | k)`` per chunk."""
+        """Return a function computing ``log pi_k + log p(x | k)`` per chunk.
+
+        With ``negligible_log_ratio``, entries certainly below the row's
+        largest by more than ``-negligible_log_ratio`` nats may come back as
+        ``-inf``: the E-step zeroes their responsibilities anyway, and
+        ``argmax`` does not see them. Without it, every entry is exact.
+        """
 
     @abstractmethod
     def _weighted_scatter(
@@ -288,6 +295,7 @@ class BaseEMMixture(
     # ------------------------------------------------------------------ #
     # Fitting
     # ------------------------------------------------------------------ #
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> BaseEMMixture:
         """Estimate model parameters with the EM algorithm.
 
@@ -314,7 +322,7 @@ class BaseEMMixture(
         self : object
             The fitted mixture.
         """
-        self.fit_predict(X, y, sample_weight=sample_weight)
+        self._fit(X, sample_weight, predict=False)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -340,6 +348,10 @@ class BaseEMMixture(
         labels : ndarray of shape (n_samples,)
             Component labels.
         """
+        return self._fit(X, sample_weight, predict=True)
+
+    def _fit(self, X: Any, sample_weight: Any, predict: bool) -> np.ndarray | None:
+        """Fit; with ``predict``, also return the labels of the training rows."""
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         n_samples, n_features = X.shape
         if n_samples < self.n_components:
@@ -412,16 +424,20 @@ class BaseEMMixture(
             )
         # The final E-step makes fit_predict(X) == fit(X).predict(X) for any
         # max_iter and tol; it runs before any attribute changes so a failure
-        # leaves the estimator as it was.
-        log_prob = self._weighted_log_prob_function(
-            best["parameters"], dtype, ChunkWorkspace()
-        )
-        labels = torch.cat(
-            [
-                log_prob(X_centred[rows]).argmax(dim=1)
-                for rows in iter_row_chunks(n_samples, chunk_size)
-            ]
-        )
+        # leaves the estimator as it was. fit needs no labels and skips it.
+        labels = None
+        if predict:
+            log_prob = self._weighted_log_prob_function(
+                best["parameters"], dtype, ChunkWorkspace(), _exp_floor(dtype)[0]
+            )
+            labels = to_numpy(
+                torch.cat(
+                    [
+                        log_prob(X_centred[rows]).argmax(dim=1)
+                        for rows in iter_row_chunks(n_samples, chunk_size)
+                    ]
+                )
+            )
         self._set_fitted_parameters(
             self._shift_means(best["parameters"], shift), X.dtype
         )
@@ -429,7 +445,7 @@ class BaseEMMixture(
         self.n_iter_ = best["n_iter"]
         self.lower_bound_ = best["lower_bound"]
         self.lower_bounds_ = best["lower_bounds"]
-        return to_numpy(labels)
+        return labels
 
     def _check_sample_weight(self, sample_weight: Any, X: np.ndarray) -> np.ndarray:
         sample_weight = _check_sample_weight(
@@ -488,8 +504,10 @@ class BaseEMMixture(
         # One set of chunk buffers per pass, shared by the E-step's
         # log-densities and the M-step statistics: no allocation per chunk.
         workspace = ChunkWorkspace()
-        log_prob = self._weighted_log_prob_function(parameters, X.dtype, workspace)
         log_floor, resp_floor = _exp_floor(X.dtype)
+        log_prob = self._weighted_log_prob_function(
+            parameters, X.dtype, workspace, log_floor
+        )
 
         def chunk_statistics(rows: slice) -> SufficientStatistics:
             # A log-sum-exp whose exponentials are reused as responsibilities:
@@ -619,15 +637,25 @@ class BaseEMMixture(
     # Inference
     # ------------------------------------------------------------------ #
     def _map_chunks(
-        self, X: Any, reduce: Callable[[torch.Tensor], torch.Tensor]
+        self,
+        X: Any,
+        reduce: Callable[[torch.Tensor], torch.Tensor],
+        argmax_only: bool = False,
     ) -> np.ndarray:
-        """Apply ``reduce`` to the weighted log-probabilities of each chunk."""
+        """Apply ``reduce`` to the weighted log-probabilities of each chunk.
+
+        With ``argmax_only``, ``reduce`` only takes the argmax, so negligible
+        entries may be skipped (see ``_weighted_log_prob_function``).
+        """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         device = resolve_device(self.device)
         dtype = compute_dtype(X)
         log_prob = self._weighted_log_prob_function(
-            self._fitted_parameters(device), dtype, ChunkWorkspace()
+            self._fitted_parameters(device),
+            dtype,
+            ChunkWorkspace(),
+            _exp_floor(dtype)[0] if argmax_only else None,
         )
         return map_row_chunks(
             lambda chunk: reduce(log_prob(chunk)),
@@ -691,7 +719,9 @@ class BaseEMMixture(
         labels : ndarray of shape (n_samples,)
             Component labels.
         """
-        return self._map_chunks(X, lambda log_prob: log_prob.argmax(dim=1))
+        return self._map_chunks(
+            X, lambda log_prob: log_prob.argmax(dim=1), argmax_only=True
+        )
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Posterior probability of each component given each sample.

@@ -116,16 +116,75 @@ def _check_precisions(
 _COMPONENT_ROWS = "rows by component features"
 
 
-#: The share of the dense product's arithmetic below which the 'full' scatter
-#: gathers each component's rows instead (see _scatter_full_by_component).
+#: The share of the dense products' arithmetic below which the 'full' E- and
+#: M-steps gather each component's rows instead (see _rows_by_component).
 #: The gathers, index arithmetic and host read of the batch size cost about as
 #: much as a fifth of the dense product on a 4,096-row chunk; a quarter leaves
 #: a clear saving where the gather is taken.
-_GATHERED_SCATTER_MAX_SHARE = 0.25
+_GATHERED_MAX_SHARE = 0.25
+
+
+class _ComponentRows(NamedTuple):
+    """The (row, component) pairs of a chunk, grouped into a padded batch.
+
+    Slot ``c * largest + j`` of the (k * largest)-slot batch holds the j-th
+    row paired with component ``c``; slots past a component's last row are
+    padding and read row 0. ``wide`` lists the components paired with so
+    many rows that they are computed densely instead; they have no slots in
+    use.
+    """
+
+    component: torch.Tensor
+    row: torch.Tensor
+    slot: torch.Tensor
+    source_row: torch.Tensor
+    largest: int
+    wide: torch.Tensor
+
+
+def _rows_by_component(pairs: torch.Tensor) -> _ComponentRows | None:
+    """Group the non-zero entries of a (rows, k) ``pairs`` by component, or None.
+
+    With well-separated components each row matters to one or two components
+    only, and the dense products of the 'full' E- and M-steps spend most of
+    their ``n k d^2`` multiply-adds on pairs that contribute nothing. Gathered
+    into a batch of shape (k, m, d), ``m`` the largest number of rows paired
+    with one component, the same work is ``k m d^2``, about ``n d^2`` when
+    components are balanced. A component paired with more than
+    ``_GATHERED_MAX_SHARE`` of the rows (one spanning two clusters, say) is
+    left out of the batch as "wide", for the caller to compute densely.
+
+    Returns None, for the dense products, where the wide components alone
+    are more than ``_GATHERED_MAX_SHARE`` of all, and off the CPU, where
+    reading ``m`` back to size the batch would stall the device once per
+    chunk.
+    """
+    if pairs.device.type != "cpu":
+        return None
+    n_samples, n_components = pairs.shape
+    paired = pairs.T != 0
+    counts = paired.sum(dim=1)
+    is_wide = counts > _GATHERED_MAX_SHARE * n_samples
+    wide = is_wide.nonzero().squeeze(1)
+    if len(wide) > _GATHERED_MAX_SHARE * n_components:
+        return None
+    if len(wide):
+        paired[wide] = False
+        counts[wide] = 0
+    # Component-major order: each component's rows are contiguous.
+    component, row = paired.nonzero(as_tuple=True)
+    largest = int(counts.max())
+    # Entry e is the (e - first entry of its component)-th row of its slot.
+    first_entry = counts.cumsum(0) - counts
+    slot = torch.arange(len(row)) + component * largest - first_entry[component]
+    # Padding reads row 0: gathers of rows, not scatters, fill the batch.
+    source_row = row.new_zeros(n_components * largest)
+    source_row[slot] = row
+    return _ComponentRows(component, row, slot, source_row, largest, wide)
 
 
 def _scatter_full(X, weighted_resp, workspace=None):
-    """``sum_i v_ik x_i x_i^T`` for every k as one (d, n) @ (n, k*d) product.
+    """``sum_i v_ik x_i x_i^T`` for every k, shape (k, d, d).
 
     Where most responsibilities are zero, the gathered product of
     :func:`_scatter_full_by_component` gives the same sums for less work.
@@ -133,6 +192,11 @@ def _scatter_full(X, weighted_resp, workspace=None):
     scatter = _scatter_full_by_component(X, weighted_resp)
     if scatter is not None:
         return scatter
+    return _scatter_full_dense(X, weighted_resp, workspace)
+
+
+def _scatter_full_dense(X, weighted_resp, workspace=None):
+    """``sum_i v_ik x_i x_i^T`` for every k as one (d, n) @ (n, k*d) product."""
     n_samples, n_features = X.shape
     n_components = weighted_resp.shape[1]
     weighted_X = workspace_rows(
@@ -150,51 +214,31 @@ def _scatter_full(X, weighted_resp, workspace=None):
 def _scatter_full_by_component(X, weighted_resp):
     """``sum_i v_ik x_i x_i^T`` over the non-zero ``v_ik`` alone, or None.
 
-    The E-step sets responsibilities below its floor to exactly zero, and for
-    well-separated components that is nearly all of them: each row then
-    counts for one or two components, and the dense product spends most of
-    its ``n k d^2`` multiply-adds on zeros. Here the rows of each component
-    are gathered into a zero-padded batch of shape (k, m, d), ``m`` the
-    largest number of rows any component is responsible for, and the scatter
-    is one batched (d, m) @ (m, d) product: ``k m d^2`` multiply-adds, about
-    ``n d^2`` when components are balanced. The sums are the same up to
-    rounding; padding rows have weight zero.
-
-    Returns None, for the dense product, where the padded batch would not
-    save enough (``k m`` above ``_GATHERED_SCATTER_MAX_SHARE`` of ``n k``)
-    and off the CPU, where reading ``m`` back to size the batch would stall
-    the device once per chunk.
+    The E-step sets responsibilities below its floor to exactly zero; the rows
+    of each component are gathered (:func:`_rows_by_component`) and the
+    scatter is one batched (d, m) @ (m, d) product, plus a dense product for
+    the wide components. The sums are those of the dense product up to
+    rounding: padding slots have weight zero. None where gathering does not
+    pay.
     """
-    if X.device.type != "cpu":
+    groups = _rows_by_component(weighted_resp)
+    if groups is None:
         return None
     n_samples, n_features = X.shape
     n_components = weighted_resp.shape[1]
-    # Non-zeros in component-major order: each component's rows are contiguous.
-    component, row = weighted_resp.T.nonzero(as_tuple=True)
-    counts = torch.bincount(component, minlength=n_components)
-    largest = int(counts.max())
-    # The padded product does k m / (k n) = m / n of the dense arithmetic.
-    if largest > _GATHERED_SCATTER_MAX_SHARE * n_samples:
-        return None
-    # Entry e is the (e - first entry of its component)-th row of its slot.
-    first_entry = counts.cumsum(0) - counts
-    slot = (
-        torch.arange(len(row), device=X.device)
-        + component * largest
-        - first_entry[component]
+    slot_weight = weighted_resp.new_zeros(n_components * groups.largest)
+    slot_weight[groups.slot] = weighted_resp.reshape(-1).index_select(
+        0, groups.row * n_components + groups.component
     )
-    # Padding slots read row 0 with weight 0: gathers, not scatters, of rows.
-    source_row = row.new_zeros(n_components * largest)
-    source_row[slot] = row
-    slot_weight = weighted_resp.new_zeros(n_components * largest)
-    slot_weight[slot] = weighted_resp.reshape(-1).index_select(
-        0, row * n_components + component
-    )
-    gathered = X.index_select(0, source_row)
+    gathered = X.index_select(0, groups.source_row)
     weighted = gathered * slot_weight[:, None]
-    return gathered.view(n_components, largest, n_features).mT @ weighted.view(
-        n_components, largest, n_features
-    )
+    shape = (n_components, groups.largest, n_features)
+    scatter = gathered.view(shape).mT @ weighted.view(shape)
+    if len(groups.wide):
+        scatter[groups.wide] = _scatter_full_dense(
+            X, weighted_resp[:, groups.wide].contiguous()
+        )
+    return scatter
 
 
 def _scatter_tied(X, weighted_resp, workspace=None):
@@ -308,6 +352,87 @@ def _log_prob_full(parameters, dtype, workspace=None):
             whitened.view(len(X), n_components, n_features), dim=2
         )
         return constant - 0.5 * distance.square_()
+
+    return log_prob
+
+
+#: Nats by which a pair's bound must clear the negligible log-ratio before
+#: the pair is skipped, on top of the rounding slack of the bounds themselves.
+_BOUND_MARGIN = 2.0
+
+
+def _log_prob_full_truncated(parameters, dtype, workspace, negligible_log_ratio):
+    """:func:`_log_prob_full`, with ``-inf`` for pairs certainly negligible.
+
+    The Mahalanobis distance ``||(x - mu_k) P_k||^2`` lies between the
+    smallest and the largest eigenvalue of the precision ``P_k P_k^T`` times
+    the Euclidean ``||x - mu_k||^2``, which costs ``d`` times less than the
+    distance itself. Those bounds give, per row, an upper bound of every
+    ``log pi_k p(x | k)`` and a lower bound of the row's largest; a pair whose
+    upper bound trails that by more than ``-negligible_log_ratio`` (plus
+    ``_BOUND_MARGIN`` and the bounds' rounding slack) would have its
+    responsibility set to zero by the E-step anyway and is returned as
+    ``-inf``. The remaining pairs are computed exactly, gathered by component
+    (:func:`_rows_by_component`) into one batched product; chunks where too
+    many pairs remain use the dense product. The row's most probable
+    component always remains, so ``argmax`` is unchanged.
+    """
+    dense = _log_prob_full(parameters, dtype, workspace)
+    if parameters.means.device.type != "cpu":
+        return dense
+    n_components, n_features = parameters.means.shape
+    cholesky = parameters.precisions_cholesky
+    # The precision's eigenvalues are the squared singular values of P_k.
+    singular_values = torch.linalg.svdvals(cholesky)
+    smallest_precision = singular_values[:, -1].square().to(dtype)
+    largest_precision = singular_values[:, 0].square().to(dtype)
+    constant = _log_prob_constant(parameters, "full").to(dtype)
+    means = parameters.means.to(dtype)
+    squared_means = means.square().sum(dim=1)
+    whitened_means = (parameters.means[:, None, :] @ cholesky).to(dtype)
+    cholesky = cholesky.to(dtype)
+    # The expanded |x|^2 - 2 x.mu + |mu|^2 is exact to about d roundings of
+    # its largest terms.
+    rounding = 4 * (n_features + 2) * torch.finfo(dtype).eps
+
+    def log_prob(X: torch.Tensor) -> torch.Tensor:
+        scale = X.square().sum(dim=1, keepdim=True) + squared_means
+        euclidean = torch.addmm(scale, X, means.T, alpha=-2.0)
+        slack = rounding * scale
+        upper = constant - 0.5 * smallest_precision * (euclidean - slack).clamp_(min=0)
+        lower = constant - 0.5 * largest_precision * (euclidean + slack)
+        threshold = lower.amax(dim=1, keepdim=True) + (
+            negligible_log_ratio - _BOUND_MARGIN
+        )
+        groups = _rows_by_component(upper >= threshold)
+        if groups is None:
+            return dense(X)
+        gathered = X.index_select(0, groups.source_row).view(
+            n_components, groups.largest, n_features
+        )
+        distance = torch.linalg.vector_norm(
+            torch.baddbmm(-whitened_means, gathered, cholesky), dim=2
+        )
+        values = constant[:, None] - 0.5 * distance.square_()
+        weighted_log_prob = X.new_full((len(X), n_components), -math.inf)
+        weighted_log_prob.view(-1)[groups.row * n_components + groups.component] = (
+            values.view(-1)[groups.slot]
+        )
+        if len(groups.wide):
+            # Every row against the wide components, as _log_prob_full does.
+            n_wide = len(groups.wide)
+            whitened = torch.addmm(
+                -whitened_means[groups.wide].reshape(1, n_wide * n_features),
+                X,
+                cholesky[groups.wide].transpose(0, 1).reshape(n_features, -1),
+            )
+            distance = torch.linalg.vector_norm(
+                whitened.view(len(X), n_wide, n_features), dim=2
+            )
+            weighted_log_prob[:, groups.wide] = (
+                constant[groups.wide] - 0.5 * distance.square_()
+            )
+        return weighted_log_prob
 
     return log_prob
 
@@ -585,7 +710,13 @@ class EMGaussianMixture(BaseEMMixture):
         parameters: GaussianParameters,
         dtype: torch.dtype,
         workspace: ChunkWorkspace | None = None,
+        negligible_log_ratio: float | None = None,
     ) -> WeightedLogProb:
+        if self.covariance_type == "full" and negligible_log_ratio is not None:
+            # Only 'full' costs n k d^2; the others' E-steps cost n k d.
+            return _log_prob_full_truncated(
+                parameters, dtype, workspace, negligible_log_ratio
+            )
         return _LOG_PROB[self.covariance_type](parameters, dtype, workspace)
 
     def _weighted_scatter(

@@ -276,7 +276,7 @@ def test_gathered_full_scatter_equals_the_dense_product(
 
     gathered = _gaussian._scatter_full_by_component(X, weighted_resp)
 
-    if share > 2 * _gaussian._GATHERED_SCATTER_MAX_SHARE:
+    if share > 2 * _gaussian._GATHERED_MAX_SHARE:
         # Some component then has more than the allowed share of the rows.
         assert gathered is None
     if gathered is not None:
@@ -291,42 +291,147 @@ def test_gathered_full_scatter_equals_the_dense_product(
     )
 
 
-def test_well_separated_fit_gathers_the_scatter_and_matches_the_dense_fit(
-    monkeypatch,
-):
+def _fit_recording_gathers(monkeypatch, estimator, X):
+    """Fit; return, per call of _rows_by_component, its number of wide components.
+
+    None stands for a call that fell back to the dense products.
+    """
+    calls = []
+    group = _gaussian._rows_by_component
+
+    def recording_group(pairs):
+        groups = group(pairs)
+        calls.append(None if groups is None else len(groups.wide))
+        return groups
+
+    with monkeypatch.context() as patch, warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        patch.setattr(_gaussian, "_rows_by_component", recording_group)
+        estimator.fit(X)
+    return calls
+
+
+def _dense_fit(monkeypatch, estimator, X):
+    with monkeypatch.context() as patch, warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        patch.setattr(_gaussian, "_GATHERED_MAX_SHARE", 0.0)
+        return estimator.fit(X)
+
+
+GAUSSIAN_ATTRIBUTES = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+
+
+def test_well_separated_fit_gathers_rows_and_matches_the_dense_fit(monkeypatch):
     # 16 components so far apart that every other component's responsibility
     # is below the float64 floor (1e-300): each row counts for one component.
     X, _ = make_blobs(
         n_samples=2000, n_features=20, centers=16, cluster_std=0.5, random_state=0
     )
     init = sklearn_initialisation(X, 16, "full")
-    settings = dict(tol=0.0, max_iter=5, **init)
+    settings = dict(n_components=16, tol=0.0, max_iter=5, **init)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        theirs = GaussianMixture(16, **settings).fit(X)
-        gathered_calls = []
-        gather = _gaussian._scatter_full_by_component
+        theirs = GaussianMixture(**settings).fit(X)
 
-        def recording_gather(X_chunk, weighted_resp):
-            scatter = gather(X_chunk, weighted_resp)
-            gathered_calls.append(scatter is not None)
-            return scatter
+    ours = EMGaussianMixture(**settings)
+    calls = _fit_recording_gathers(monkeypatch, ours, X)
+    dense = _dense_fit(monkeypatch, EMGaussianMixture(**settings), X)
 
-        monkeypatch.setattr(_gaussian, "_scatter_full_by_component", recording_gather)
-        ours = EMGaussianMixture(16, **settings).fit(X)
-        monkeypatch.setattr(_gaussian, "_GATHERED_SCATTER_MAX_SHARE", 0.0)
-        dense = EMGaussianMixture(16, **settings).fit(X)
-
-    # One chunk per iteration: gathered in the first fit, dense in the second.
-    assert gathered_calls == [True] * 5 + [False] * 5
-    names = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+    # One chunk; per iteration one E-step and one M-step, both gathered.
+    assert calls == [0] * 10
     # The same sums in another order: equal to rounding at the data's scale.
-    assert_attributes_close(
-        ours, dense, (*names, "lower_bounds_"), rtol=1e-10, atol=1e-12
+    names = (*GAUSSIAN_ATTRIBUTES, "lower_bounds_")
+    assert_attributes_close(ours, dense, names, rtol=1e-10, atol=1e-12)
+    assert_attributes_close(ours, theirs, names, rtol=1e-6, atol=1e-12)
+    assert_array_equal(ours.predict(X), dense.predict(X))
+    assert_array_equal(ours.predict(X), theirs.predict(X))
+
+
+def test_a_component_spanning_all_rows_is_computed_densely(monkeypatch):
+    # Twelve tight clusters in uniform noise, and a broad background component
+    # for the noise: the background is paired with every row, each cluster
+    # with its own rows only.
+    clusters, _ = make_blobs(
+        n_samples=1200, n_features=20, centers=12, cluster_std=0.5, random_state=1
     )
-    assert_attributes_close(
-        ours, theirs, (*names, "lower_bounds_"), rtol=1e-6, atol=1e-12
+    noise = np.random.RandomState(1).uniform(-15, 15, size=(300, 20))
+    X = np.vstack([clusters, noise])
+    init = sklearn_initialisation(clusters, 12, "full")
+    settings = dict(
+        n_components=13,
+        tol=0.0,
+        max_iter=3,
+        weights_init=np.append(np.full(12, 0.8 / 12), 0.2),
+        means_init=np.vstack([init["means_init"], noise.mean(axis=0)]),
+        precisions_init=np.concatenate(
+            [init["precisions_init"], np.eye(20)[None] / noise.var(axis=0).mean()]
+        ),
     )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        theirs = GaussianMixture(**settings).fit(X)
+
+    ours = EMGaussianMixture(**settings)
+    calls = _fit_recording_gathers(monkeypatch, ours, X)
+    dense = _dense_fit(monkeypatch, EMGaussianMixture(**settings), X)
+
+    # Every E- and M-step computes the background densely, the clusters gathered.
+    assert calls == [1] * 6
+    names = (*GAUSSIAN_ATTRIBUTES, "lower_bounds_")
+    assert_attributes_close(ours, dense, names, rtol=1e-10, atol=1e-12)
+    assert_attributes_close(ours, theirs, names, rtol=1e-6, atol=1e-12)
+
+
+@given(
+    n_components=st.integers(4, 10),
+    n_features=st.integers(1, 6),
+    spread=st.sampled_from([3.0, 30.0, 3000.0]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_truncated_log_prob_skips_only_negligible_pairs(
+    n_components, n_features, spread, dtype, seed
+):
+    generator = torch.Generator().manual_seed(seed)
+
+    def draw(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    means = spread * draw(n_components, n_features)
+    # Anisotropic covariances, condition numbers up to about 10**2.
+    factors = draw(n_components, n_features, n_features)
+    covariances = factors @ factors.mT + 0.1 * torch.eye(n_features)
+    weights = torch.rand(n_components, generator=generator, dtype=torch.float64)
+    parameters = _gaussian.GaussianParameters(
+        weights / weights.sum(),
+        means,
+        covariances,
+        _gaussian._precisions_cholesky(covariances, "full"),
+    )
+    labels = torch.randint(n_components, (300,), generator=generator)
+    X = (
+        means[labels]
+        + (torch.linalg.cholesky(covariances)[labels] @ draw(300, n_features, 1))[
+            ..., 0
+        ]
+    ).to(dtype)
+    negligible = -20.0
+
+    dense = _gaussian._log_prob_full(parameters, dtype)(X)
+    truncated = _gaussian._log_prob_full_truncated(parameters, dtype, None, negligible)(
+        X
+    )
+    exact = _gaussian._log_prob_full(parameters, torch.float64)(X.double())
+
+    kept = torch.isfinite(truncated)
+    # The kept pairs are as accurate as the dense product's (in float32 far
+    # from the origin both round at the scale of |x P|).
+    error = (truncated[kept].double() - exact[kept]).abs().max()
+    dense_error = (dense.double() - exact).abs().max()
+    assert error <= 4 * dense_error + 1e-10 * exact.abs().max()
+    log_ratio = exact - exact.amax(dim=1, keepdim=True)
+    assert torch.all(log_ratio[~kept] < negligible)
+    assert torch.all(kept[torch.arange(len(X)), exact.argmax(dim=1)])
 
 
 @pytest.mark.parametrize("n_components, n_features", [(16, 32), (32, 64), (8, 16)])
