@@ -356,6 +356,11 @@ def _log_prob_full(parameters, dtype, workspace=None):
     return log_prob
 
 
+#: Chunks of a pass computed densely, without bounds, after a chunk whose
+#: bounds left too many pairs: a tenth of the bounds' cost on overlapping
+#: components, and a chance to gather again every eight chunks.
+_DENSE_CHUNKS_AFTER_FALLBACK = 7
+
 #: Nats by which a pair's bound must clear the negligible log-ratio before
 #: the pair is skipped, on top of the rounding slack of the bounds themselves.
 _BOUND_MARGIN = 2.0
@@ -378,9 +383,14 @@ def _log_prob_full_truncated(parameters, dtype, workspace, negligible_log_ratio)
     component always remains, so ``argmax`` is unchanged.
     """
     dense = _log_prob_full(parameters, dtype, workspace)
-    if parameters.means.device.type != "cpu":
-        return dense
     n_components, n_features = parameters.means.shape
+    # Every row keeps a component, so fewer than 1 / share components can
+    # never be gathered: skip the bounds.
+    if (
+        parameters.means.device.type != "cpu"
+        or n_components * _GATHERED_MAX_SHARE < 1
+    ):
+        return dense
     cholesky = parameters.precisions_cholesky
     # The precision's eigenvalues are the squared singular values of P_k.
     singular_values = torch.linalg.svdvals(cholesky)
@@ -394,8 +404,16 @@ def _log_prob_full_truncated(parameters, dtype, workspace, negligible_log_ratio)
     # The expanded |x|^2 - 2 x.mu + |mu|^2 is exact to about d roundings of
     # its largest terms.
     rounding = 4 * (n_features + 2) * torch.finfo(dtype).eps
+    # Chunks left before the bounds are tried again: after a chunk that the
+    # bounds could not thin, the next few are likely alike (overlapping
+    # components), and the bounds would add up to half the dense cost.
+    dense_chunks_ahead = 0
 
     def log_prob(X: torch.Tensor) -> torch.Tensor:
+        nonlocal dense_chunks_ahead
+        if dense_chunks_ahead:
+            dense_chunks_ahead -= 1
+            return dense(X)
         scale = X.square().sum(dim=1, keepdim=True) + squared_means
         euclidean = torch.addmm(scale, X, means.T, alpha=-2.0)
         slack = rounding * scale
@@ -406,6 +424,7 @@ def _log_prob_full_truncated(parameters, dtype, workspace, negligible_log_ratio)
         )
         groups = _rows_by_component(upper >= threshold)
         if groups is None:
+            dense_chunks_ahead = _DENSE_CHUNKS_AFTER_FALLBACK
             return dense(X)
         gathered = X.index_select(0, groups.source_row).view(
             n_components, groups.largest, n_features
@@ -512,7 +531,11 @@ class EMGaussianMixture(BaseEMMixture):
     ``device``, chunk by chunk: memory is one chunk's temporaries plus the
     data, never O(n_samples x n_components x n_features). ``fit`` and
     ``score`` accept ``sample_weight``; ``transform`` returns the
-    responsibilities, so the mixture can be a Pipeline step.
+    responsibilities, so the mixture can be a Pipeline step. With 'full'
+    covariances on the CPU, fitting and ``predict`` skip the (sample,
+    component) pairs that eigenvalue bounds prove negligible, which makes
+    well-separated mixtures several times cheaper per iteration without
+    changing the result beyond rounding (see the user guide).
 
     Dtypes: float32 input is computed in float32 (fast), every other input in
     float64. The sufficient statistics are summed across chunks in float64 and

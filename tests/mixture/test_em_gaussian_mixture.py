@@ -382,6 +382,24 @@ def test_a_component_spanning_all_rows_is_computed_densely(monkeypatch):
     assert_attributes_close(ours, theirs, names, rtol=1e-6, atol=1e-12)
 
 
+def test_overlapping_components_fall_back_to_dense_chunks(monkeypatch):
+    # Clusters a few standard deviations apart: no responsibility is zero.
+    X, _ = make_blobs(
+        n_samples=1600, n_features=8, centers=8, cluster_std=4.0, random_state=0
+    )
+    init = sklearn_initialisation(X, 8, "full")
+    settings = dict(n_components=8, tol=0.0, max_iter=2, batch_size=100, **init)
+    ours = EMGaussianMixture(**settings)
+    calls = _fit_recording_gathers(monkeypatch, ours, X)
+    dense = _dense_fit(monkeypatch, EMGaussianMixture(**settings), X)
+
+    # Per pass of 16 chunks: the E-step tries the bounds on chunks 0 and 8
+    # only, the M-step on every chunk; none gathers.
+    assert calls == [None] * 2 * (2 + 16)
+    names = (*GAUSSIAN_ATTRIBUTES, "lower_bounds_")
+    assert_attributes_close(ours, dense, names, rtol=1e-12)
+
+
 @given(
     n_components=st.integers(4, 10),
     n_features=st.integers(1, 6),
