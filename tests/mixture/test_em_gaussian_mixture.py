@@ -321,6 +321,17 @@ def _dense_fit(monkeypatch, estimator, X):
 GAUSSIAN_ATTRIBUTES = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 
 
+def _three_fits(monkeypatch, X, settings, **our_settings):
+    """scikit-learn's fit, ours with the gathers it made, and ours kept dense."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        theirs = GaussianMixture(**settings).fit(X)
+    ours = EMGaussianMixture(**settings, **our_settings)
+    calls = _fit_recording_gathers(monkeypatch, ours, X)
+    dense = _dense_fit(monkeypatch, EMGaussianMixture(**settings, **our_settings), X)
+    return theirs, ours, dense, calls
+
+
 def test_well_separated_fit_gathers_rows_and_matches_the_dense_fit(monkeypatch):
     # 16 components so far apart that every other component's responsibility
     # is below the float64 floor (1e-300): each row counts for one component.
@@ -329,13 +340,7 @@ def test_well_separated_fit_gathers_rows_and_matches_the_dense_fit(monkeypatch):
     )
     init = sklearn_initialisation(X, 16, "full")
     settings = dict(n_components=16, tol=0.0, max_iter=5, **init)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        theirs = GaussianMixture(**settings).fit(X)
-
-    ours = EMGaussianMixture(**settings)
-    calls = _fit_recording_gathers(monkeypatch, ours, X)
-    dense = _dense_fit(monkeypatch, EMGaussianMixture(**settings), X)
+    theirs, ours, dense, calls = _three_fits(monkeypatch, X, settings)
 
     # One chunk; per iteration one E-step and one M-step, both gathered.
     assert calls == [0] * 10
@@ -367,13 +372,7 @@ def test_a_component_spanning_all_rows_is_computed_densely(monkeypatch):
             [init["precisions_init"], np.eye(20)[None] / noise.var(axis=0).mean()]
         ),
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        theirs = GaussianMixture(**settings).fit(X)
-
-    ours = EMGaussianMixture(**settings)
-    calls = _fit_recording_gathers(monkeypatch, ours, X)
-    dense = _dense_fit(monkeypatch, EMGaussianMixture(**settings), X)
+    theirs, ours, dense, calls = _three_fits(monkeypatch, X, settings)
 
     # Every E- and M-step computes the background densely, the clusters gathered.
     assert calls == [1] * 6
@@ -388,16 +387,17 @@ def test_overlapping_components_fall_back_to_dense_chunks(monkeypatch):
         n_samples=1600, n_features=8, centers=8, cluster_std=4.0, random_state=0
     )
     init = sklearn_initialisation(X, 8, "full")
-    settings = dict(n_components=8, tol=0.0, max_iter=2, batch_size=100, **init)
-    ours = EMGaussianMixture(**settings)
-    calls = _fit_recording_gathers(monkeypatch, ours, X)
-    dense = _dense_fit(monkeypatch, EMGaussianMixture(**settings), X)
+    settings = dict(n_components=8, tol=0.0, max_iter=2, **init)
+    theirs, ours, dense, calls = _three_fits(
+        monkeypatch, X, settings, batch_size=100
+    )
 
     # Per pass of 16 chunks: the E-step tries the bounds on chunks 0 and 8
     # only, the M-step on every chunk; none gathers.
     assert calls == [None] * 2 * (2 + 16)
     names = (*GAUSSIAN_ATTRIBUTES, "lower_bounds_")
     assert_attributes_close(ours, dense, names, rtol=1e-12)
+    assert_attributes_close(ours, theirs, names, rtol=1e-6, atol=1e-12)
 
 
 @given(
