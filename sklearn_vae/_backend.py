@@ -21,6 +21,7 @@ __all__ = [
     "DEVICE_CONSTRAINT",
     "compute_dtype",
     "iter_row_chunks",
+    "limited_threads",
     "make_generator",
     "map_row_chunks",
     "numpy_dtype",
@@ -254,6 +255,41 @@ def seeded_module_init(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         yield
+
+
+@contextlib.contextmanager
+def limited_threads(n_threads: int | None) -> Iterator[None]:
+    """Run torch's CPU operations on at most ``n_threads`` threads, then restore.
+
+    Operations on small tensors finish before a thread pool wakes up; on a
+    machine with more threads than idle cores, OpenMP's spinning workers then
+    make them many times slower (scikit-learn's KMeans limits its BLAS
+    threads for the same reason). torch's setting is process-wide, so the
+    previous value is put back on exit.
+
+    Parameters
+    ----------
+    n_threads : int or None
+        None leaves the setting alone.
+
+    Examples
+    --------
+    >>> before = torch.get_num_threads()
+    >>> with limited_threads(1):
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == before
+    True
+    """
+    previous = torch.get_num_threads()
+    if n_threads is None or n_threads >= previous:
+        yield
+        return
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def iter_row_chunks(n_samples: int, chunk_size: int) -> Iterator[slice]:

@@ -589,6 +589,10 @@ class EMGaussianMixture(BaseEMMixture):
     batch_size : int or 'auto', default='auto'
         Rows per chunk of the E- and M-steps. 'auto' sizes chunks so that one
         chunk's temporaries stay cache-sized.
+    stepwise_decay : float, default=0.7
+        ``alpha`` in (0.5, 1] of :meth:`partial_fit`'s step sizes
+        ``eta_t = (t + 2) ** -alpha``: how fast stepwise EM forgets earlier
+        batches (smaller forgets faster). Unused by :meth:`fit`.
 
     Attributes
     ----------
@@ -611,7 +615,12 @@ class EMGaussianMixture(BaseEMMixture):
         Lower bound on the mean log-likelihood of the training data (nats per
         sample) of the best initialisation.
     lower_bounds_ : list of float of length ``n_iter_``
-        The lower bound at each iteration of the best initialisation.
+        The lower bound at each iteration of the best initialisation; after
+        :meth:`partial_fit`, the mean log-likelihood of each batch before its
+        update.
+    n_steps_ : int
+        Number of :meth:`partial_fit` updates since the last :meth:`fit` (0
+        after :meth:`fit`).
     n_features_in_ : int
         Number of features seen during ``fit``.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -663,6 +672,7 @@ class EMGaussianMixture(BaseEMMixture):
         verbose_interval: int = 10,
         device: str | torch.device = "cpu",
         batch_size: int | str = "auto",
+        stepwise_decay: float = 0.7,
     ) -> None:
         super().__init__(
             n_components=n_components,
@@ -677,6 +687,7 @@ class EMGaussianMixture(BaseEMMixture):
             verbose_interval=verbose_interval,
             device=device,
             batch_size=batch_size,
+            stepwise_decay=stepwise_decay,
         )
         self.covariance_type = covariance_type
         self.weights_init = weights_init
@@ -741,6 +752,10 @@ class EMGaussianMixture(BaseEMMixture):
                 parameters, dtype, workspace, negligible_log_ratio
             )
         return _LOG_PROB[self.covariance_type](parameters, dtype, workspace)
+
+    def _e_step_flops(self, n_samples: int, n_features: int) -> int:
+        flops = super()._e_step_flops(n_samples, n_features)
+        return flops * n_features if self.covariance_type == "full" else flops
 
     def _weighted_scatter(
         self,
