@@ -573,7 +573,11 @@ class BaseEMMixture(
 
             rows = DaskRows.from_estimator(self, X, sample_weight, reset=reset, shift=shift)
         else:
-            rows = _agreed(lambda: self._local_rows(X, sample_weight, device, reset, shift))
+            streamed = is_memory_mapped(X)
+            X, sample_weight = _agreed(
+                lambda: self._validated_shard(X, sample_weight, reset, shift)
+            )
+            rows = self._place_rows(X, sample_weight, device, streamed, shift)
         # A first fit needs n_components rows; later partial_fit batches do not.
         if shift is None:
             n_positive = rows.n_positive_weights
@@ -592,15 +596,10 @@ class BaseEMMixture(
                 )
         return rows
 
-    def _local_rows(
-        self,
-        X: Any,
-        sample_weight: Any,
-        device: torch.device,
-        reset: bool,
-        shift: torch.Tensor | None,
-    ) -> EMRows:
-        streamed = is_memory_mapped(X)
+    def _validated_shard(
+        self, X: Any, sample_weight: Any, reset: bool, shift: torch.Tensor | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """This process's rows and weights, validated; no collective inside."""
         one_process = current_process_group() is None
         X = validate_data(
             self,
@@ -614,6 +613,23 @@ class BaseEMMixture(
         sample_weight = _check_sample_weight(
             sample_weight, X, dtype=np.float64, ensure_non_negative=True
         )
+        return X, sample_weight
+
+    def _place_rows(
+        self,
+        X: np.ndarray,
+        sample_weight: np.ndarray,
+        device: torch.device,
+        streamed: bool,
+        shift: torch.Tensor | None,
+    ) -> EMRows:
+        """Copy validated rows to the device, or stream them (see ``_data.py``)."""
+        widths = set(all_gather_objects(X.shape[1]))
+        if len(widths) > 1:
+            raise ValueError(
+                f"The ranks' shards have different numbers of features {sorted(widths)}; "
+                "every rank must pass the same columns."
+            )
         dtype = compute_dtype(X)
         if not streamed and device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
