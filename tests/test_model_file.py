@@ -1,5 +1,6 @@
 """The safe model format: exact round trips, refusals, and damaged files."""
 
+import doctest
 import errno
 import hashlib
 import json
@@ -19,6 +20,7 @@ from sklearn.neighbors import NearestNeighbors
 from torch import nn
 
 import sklearn_vae
+import sklearn_vae._model_file
 from sklearn_vae import (
     EMGaussianMixture,
     VAETransformer,
@@ -525,3 +527,16 @@ def test_missing_file_is_an_os_error(tmp_path):
 def test_loaded_arrays_are_writable(model_path):
     loaded = load_model(model_path)
     assert loaded.means_.flags.writeable
+
+
+def test_round_trip_keeps_the_device(device, X, tmp_path):
+    estimator = fitted(VAETransformer(device=device, **TINY_VAE), X)
+    loaded = round_trip(estimator, tmp_path)
+    assert next(loaded.encoder_.parameters()).device.type == device
+    assert_same(loaded._optimizer_state, estimator._optimizer_state)
+    np.testing.assert_array_equal(loaded.transform(X), estimator.transform(X))
+
+
+def test_docstring_examples():
+    result = doctest.testmod(sklearn_vae._model_file, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
