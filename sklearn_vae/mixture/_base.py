@@ -200,7 +200,7 @@ class BaseEMMixture(
 
     Not for direct use: subclasses define the component family through the
     template methods ``_check_initial_parameters``, ``_parameters_from_init``,
-    ``_weighted_log_prob_function``, ``_weighted_scatter``, ``_m_step``,
+    ``_weighted_log_prob_function``, ``_weighted_moments``, ``_m_step``,
     ``_shift_means``, ``_fitted_parameters``, ``_set_fitted_parameters``,
     ``_component_cholesky`` and ``_n_parameters``.
     """
@@ -293,13 +293,18 @@ class BaseEMMixture(
         """
 
     @abstractmethod
-    def _weighted_scatter(
+    def _weighted_moments(
         self,
         X: torch.Tensor,
         weighted_resp: torch.Tensor,
         workspace: ChunkWorkspace | None = None,
-    ) -> torch.Tensor:
-        """Second-moment sums of one chunk (see SufficientStatistics)."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """First- and second-moment sums of one chunk (see SufficientStatistics).
+
+        With a workspace, called right after the log-probabilities of the
+        same chunk were computed with it, so buffers the E-step filled may be
+        read.
+        """
 
     @abstractmethod
     def _m_step(self, statistics: SufficientStatistics) -> Any:
@@ -636,14 +641,29 @@ class BaseEMMixture(
             streamed = X.shape[0] * X.shape[1] * dtype.itemsize > _DEVICE_SHARE * free
         rows_class = StreamedRows if streamed else InMemoryRows
         return rows_class(
-            X, sample_weight, device, dtype, self._chunk_size(X.shape[1], dtype), shift
+            X,
+            sample_weight,
+            device,
+            dtype,
+            self._chunk_size(X.shape[1], dtype, len(X)),
+            shift,
         )
 
-    def _chunk_size(self, n_features: int, dtype: torch.dtype) -> int:
+    def _chunk_size(
+        self, n_features: int, dtype: torch.dtype, n_samples: int | None = None
+    ) -> int:
+        """Rows per chunk: ``batch_size``, or what 'auto' aims for.
+
+        Data of at most two 'auto' chunks are one chunk: every chunk costs
+        a fixed dozen operations, which dominate small fits.
+        """
         if self.batch_size != "auto":
             return int(self.batch_size)
         row_bytes = self.n_components * n_features * dtype.itemsize
-        return int(np.clip(_AUTO_CHUNK_BYTES // row_bytes, *_AUTO_CHUNK_ROWS))
+        rows = int(np.clip(_AUTO_CHUNK_BYTES // row_bytes, *_AUTO_CHUNK_ROWS))
+        if n_samples is not None and n_samples <= 2 * rows:
+            return max(1, n_samples)
+        return rows
 
     def _threads_for(self, X: Any) -> int | None:
         """Intra-op threads for a fit on ``X``: one for small problems.
@@ -709,10 +729,11 @@ class BaseEMMixture(
         total_weight: torch.Tensor,
         workspace: ChunkWorkspace | None = None,
     ) -> SufficientStatistics:
+        weighted_sum, weighted_scatter = self._weighted_moments(X, weighted_resp, workspace)
         return SufficientStatistics(
             component_weight=weighted_resp.sum(dim=0),
-            weighted_sum=weighted_resp.T @ X,
-            weighted_scatter=self._weighted_scatter(X, weighted_resp, workspace),
+            weighted_sum=weighted_sum,
+            weighted_scatter=weighted_scatter,
             log_likelihood=log_likelihood,
             total_weight=total_weight,
         ).to(ACCUMULATION_DTYPE)
@@ -755,7 +776,8 @@ class BaseEMMixture(
                 start.weights[chunk].sum(),
             )
             for chunk in iter_row_chunks(
-                len(start.X), self._chunk_size(rows.n_features, ACCUMULATION_DTYPE)
+                len(start.X),
+                self._chunk_size(rows.n_features, ACCUMULATION_DTYPE, len(start.X)),
             )
         )
         parameters = self._parameters_from_init(self._m_step(statistics), initial, rows.shift)
@@ -845,7 +867,7 @@ class BaseEMMixture(
                 X,
                 device=device,
                 dtype=dtype,
-                chunk_size=self._chunk_size(X.shape[1], dtype),
+                chunk_size=self._chunk_size(X.shape[1], dtype, X.shape[0]),
             )
 
     def score_samples(self, X: Any) -> np.ndarray:

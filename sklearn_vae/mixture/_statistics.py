@@ -49,8 +49,8 @@ class SufficientStatistics:
         The second moments the covariance type needs: ``sum_i v_ik x_i x_i^T``
         of shape (n_components, n_features, n_features) for 'full',
         ``sum_i w_i x_i x_i^T`` of shape (n_features, n_features) for 'tied',
-        and ``sum_i v_ik x_i**2`` of shape (n_components, n_features) for
-        'diag' and 'spherical'.
+        ``sum_i v_ik x_i**2`` of shape (n_components, n_features) for 'diag',
+        and ``sum_i v_ik |x_i|^2`` of shape (n_components,) for 'spherical'.
     log_likelihood : torch.Tensor of shape ()
         ``sum_i w_i log p(x_i)`` under the parameters of the E-step, in nats.
     total_weight : torch.Tensor of shape ()
