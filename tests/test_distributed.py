@@ -144,3 +144,69 @@ def test_a_bad_shard_fails_every_rank_without_hanging():
     messages = run_ranks(_fit_on_bad_shard)
     assert "NaN" in messages[1]
     assert messages[0].startswith("Rank 1 could not fit its shard") and "NaN" in messages[0]
+
+
+def network_data():
+    X, _ = make_blobs(600, n_features=6, centers=3, random_state=1)
+    return (X - X.mean(axis=0)) / X.std(axis=0)
+
+
+def _weights(module):
+    return {name: value.detach().numpy().copy() for name, value in module.state_dict().items()}
+
+
+def _train_networks(rank):
+    from sklearn_vae import VAETransformer, VariationalGMMPrior
+
+    X = np.split(network_data(), [250])[rank]  # uneven shards: 250 and 350 rows
+    vae = VAETransformer(
+        2,
+        hidden_layer_sizes=(16,),
+        max_iter=15,
+        batch_size=64,
+        early_stopping=True,
+        n_iter_no_change=3,
+        random_state=rank,  # different seeds: rank 0's weights must win
+    ).fit(X)
+    vade = VariationalGMMPrior(
+        3,
+        latent_dim=2,
+        hidden_layer_sizes=(16,),
+        n_neighbors=5,
+        pretrain_epochs=3,
+        max_iter=4,
+        n_init=2,
+        batch_size=64,
+        random_state=0,
+    ).fit(X)
+    return {
+        "vae": {**_weights(vae.encoder_), **_weights(vae.decoder_)},
+        "vae_history": vae.history_,
+        "vae_n_iter": vae.n_iter_,
+        "vade": {
+            **_weights(vade.encoder_),
+            **_weights(vade.decoder_),
+            **_weights(vade.prior_),
+        },
+        "vade_history": vade.history_,
+        "vade_weights": vade.weights_,
+    }
+
+
+def _without_times(history):
+    return [{k: v for k, v in record.items() if k != "time"} for record in history]
+
+
+def test_networks_train_data_parallel_with_identical_weights():
+    ranks = run_ranks(_train_networks)
+    for key in ("vae", "vade"):
+        assert ranks[0][key].keys() == ranks[1][key].keys()
+        for name, value in ranks[0][key].items():
+            assert_array_equal(value, ranks[1][key][name], err_msg=f"{key}: {name}")
+    # The logged terms and the stopping decision are global.
+    assert ranks[0]["vae_n_iter"] == ranks[1]["vae_n_iter"]
+    for key in ("vae_history", "vade_history"):
+        assert _without_times(ranks[0][key]) == _without_times(ranks[1][key])
+    assert_array_equal(ranks[0]["vade_weights"], ranks[1]["vade_weights"])
+    losses = [record["loss"] for record in ranks[0]["vae_history"]]
+    assert losses[-1] < losses[0]

@@ -55,6 +55,7 @@ from .._backend import (
     to_tensor,
 )
 from .._distributed import (
+    agree_on_errors,
     all_gather_objects,
     broadcast_object,
     current_process_group,
@@ -112,30 +113,6 @@ def is_dask_array(X: Any) -> bool:
     bool
     """
     return type(X).__module__.startswith("dask.") and hasattr(X, "map_blocks")
-
-
-def _agreed(build: Callable[[], Any]) -> Any:
-    """Run ``build``; under a process group, fail on every rank if one fails.
-
-    In one process this is ``build()``. Otherwise every rank learns whether
-    any rank raised, and those that did not raise a ValueError naming the
-    rank that did.
-    """
-    if current_process_group() is None:
-        return build()
-    error: BaseException | None = None
-    try:
-        result = build()
-    except Exception as caught:  # re-raised below, on every rank
-        error, result = caught, None
-    failures = all_gather_objects(None if error is None else f"{type(error).__name__}: {error}")
-    if error is not None:
-        raise error
-    failed = [(rank, message) for rank, message in enumerate(failures) if message]
-    if failed:
-        rank, message = failed[0]
-        raise ValueError(f"Rank {rank} could not fit its shard: {message}")
-    return result
 
 
 class ChunkWorkspace:
@@ -579,7 +556,7 @@ class BaseEMMixture(
             rows = DaskRows.from_estimator(self, X, sample_weight, reset=reset, shift=shift)
         else:
             streamed = is_memory_mapped(X)
-            X, sample_weight = _agreed(
+            X, sample_weight = agree_on_errors(
                 lambda: self._validated_shard(X, sample_weight, reset, shift)
             )
             rows = self._place_rows(X, sample_weight, device, streamed, shift)

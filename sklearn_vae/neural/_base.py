@@ -43,6 +43,7 @@ from .._backend import (
     seeded_module_init,
     to_tensor,
 )
+from .._distributed import agree_on_errors, broadcast_object
 from ._engine import Callback, Objective, TrainingConfig, TrainingData, TrainingEngine
 from ._modules import ACTIVATIONS
 
@@ -214,16 +215,18 @@ class NeuralEstimatorBase(BaseEstimator):
         """Train from scratch, or continue if fitted and warm/incremental."""
         resume = hasattr(self, "n_iter_") and (incremental or self.warm_start)
         with _unchanged_on_error(self):
-            X = validate_data(
-                self, X, reset=not resume, dtype=[np.float64, np.float32]
-            )
-            self._check_training_input(X)
+            # Under a process group a bad shard fails every rank (see
+            # sklearn_vae._distributed); in one process this is plain.
+            X = agree_on_errors(lambda: self._validated_training_input(X, resume))
             if resume:
                 model = self._fitted_model()
                 base_seed, start_epoch = self._seed, self.n_iter_
                 history, optimizer_state = list(self.history_), self._optimizer_state
             else:
-                base_seed = seed_from_random_state(check_random_state(self.random_state))
+                # Every rank draws its batches and noise from rank 0's seed.
+                base_seed = broadcast_object(
+                    seed_from_random_state(check_random_state(self.random_state))
+                )
                 start_epoch, history, optimizer_state = 0, [], None
                 with seeded_module_init(base_seed):
                     model = self._build_model(X.shape[1]).double()
@@ -258,6 +261,11 @@ class NeuralEstimatorBase(BaseEstimator):
                 stacklevel=3,
             )
         return self
+
+    def _validated_training_input(self, X: Any, resume: bool) -> np.ndarray:
+        X = validate_data(self, X, reset=not resume, dtype=[np.float64, np.float32])
+        self._check_training_input(X)
+        return X
 
     # -- inference --------------------------------------------------------
     def _check_inference_input(self, X: Any) -> np.ndarray:
