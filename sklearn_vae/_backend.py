@@ -29,6 +29,7 @@ __all__ = [
     "seeded_module_init",
     "to_numpy",
     "to_tensor",
+    "unchanged_on_error",
 ]
 
 #: The ``_parameter_constraints`` entry every estimator uses for ``device``.
@@ -254,6 +255,55 @@ def seeded_module_init(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         yield
+
+
+@contextlib.contextmanager
+def unchanged_on_error(estimator: Any) -> Iterator[None]:
+    """Put back every attribute of ``estimator``, network weights included, on error.
+
+    A failed fit must leave an estimator unfitted or in its last good state,
+    never half-updated: not a new ``n_features_in_`` beside old parameters, and
+    not networks that a warm start trained in place before the error. The
+    attributes are saved by reference, the state of each ``torch.nn.Module``
+    among them by value. ``KeyboardInterrupt`` counts as an error here: code
+    that wants to keep a partial result (the training engine) catches it
+    itself.
+
+    Parameters
+    ----------
+    estimator : object
+
+    Examples
+    --------
+    >>> class Box:
+    ...     pass
+    >>> box = Box()
+    >>> box.layer = torch.nn.Linear(1, 1)
+    >>> weight = box.layer.weight.detach().clone()
+    >>> try:
+    ...     with unchanged_on_error(box):
+    ...         box.n_features_in_ = 5
+    ...         _ = box.layer.weight.data.fill_(7.0)
+    ...         raise ValueError("bad data")
+    ... except ValueError:
+    ...     pass
+    >>> hasattr(box, "n_features_in_"), bool(torch.equal(box.layer.weight, weight))
+    (False, True)
+    """
+    saved = dict(vars(estimator))
+    weights = {
+        name: {key: value.detach().clone() for key, value in module.state_dict().items()}
+        for name, module in saved.items()
+        if isinstance(module, torch.nn.Module)
+    }
+    try:
+        yield
+    except BaseException:
+        vars(estimator).clear()
+        vars(estimator).update(saved)
+        for name, state in weights.items():
+            saved[name].load_state_dict(state)
+        raise
 
 
 def iter_row_chunks(n_samples: int, chunk_size: int) -> Iterator[slice]:

@@ -43,6 +43,7 @@ from ._backend import (
     seed_from_random_state,
     to_numpy,
     to_tensor,
+    unchanged_on_error,
 )
 from .mixture import EMGaussianMixture
 from .neural._base import NeuralEstimatorBase, derive_seed
@@ -486,10 +487,13 @@ class VariationalGMMPrior(
             If the loss becomes NaN or infinite; the estimator is unchanged.
         """
         epochs_before = self.n_iter_ if self.warm_start and hasattr(self, "n_iter_") else 0
-        self._fit(X, incremental=False)
-        self.converged_ = self.n_iter_ - epochs_before < self.max_iter
-        self.labels_ = self.predict(X)
-        self.lower_bound_ = self.score(X)
+        # The labels and the bound belong to the fit: if computing them fails,
+        # the estimator must not keep new networks beside old labels.
+        with unchanged_on_error(self):
+            self._fit(X, incremental=False)
+            self.converged_ = self.n_iter_ - epochs_before < self.max_iter
+            self.labels_ = self.predict(X)
+            self.lower_bound_ = self.score(X)
         return self
 
     # -- inference ---------------------------------------------------------------

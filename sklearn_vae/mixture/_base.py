@@ -52,6 +52,7 @@ from .._backend import (
     resolve_device,
     to_numpy,
     to_tensor,
+    unchanged_on_error,
 )
 from ._statistics import ACCUMULATION_DTYPE, SufficientStatistics
 
@@ -322,7 +323,8 @@ class BaseEMMixture(
         self : object
             The fitted mixture.
         """
-        self._fit(X, sample_weight, predict=False)
+        with unchanged_on_error(self):
+            self._fit(X, sample_weight, predict=False)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -348,7 +350,8 @@ class BaseEMMixture(
         labels : ndarray of shape (n_samples,)
             Component labels.
         """
-        return self._fit(X, sample_weight, predict=True)
+        with unchanged_on_error(self):
+            return self._fit(X, sample_weight, predict=True)
 
     def _fit(self, X: Any, sample_weight: Any, predict: bool) -> np.ndarray | None:
         """Fit; with ``predict``, also return the labels of the training rows."""

@@ -18,10 +18,9 @@ initialisation or pretraining of a new model), ``_monitor_from_epoch()`` and
 
 from __future__ import annotations
 
-import contextlib
 import io
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from numbers import Integral, Real
 from typing import Any
 
@@ -42,6 +41,7 @@ from .._backend import (
     seed_from_random_state,
     seeded_module_init,
     to_tensor,
+    unchanged_on_error,
 )
 from ._engine import Callback, Objective, TrainingConfig, TrainingData, TrainingEngine
 from ._modules import ACTIVATIONS
@@ -88,20 +88,6 @@ def _holds_torch(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return any(_holds_torch(v) for v in value)
     return False
-
-
-@contextlib.contextmanager
-def _unchanged_on_error(estimator: BaseEstimator) -> Iterator[None]:
-    # A failed fit must not leave a half-updated estimator (new n_features_in_
-    # with old networks): put every attribute back. Network weights changed
-    # in place by a warm start are restored by the engine itself.
-    saved = dict(vars(estimator))
-    try:
-        yield
-    except BaseException:
-        vars(estimator).clear()
-        vars(estimator).update(saved)
-        raise
 
 
 class NeuralEstimatorBase(BaseEstimator):
@@ -213,7 +199,7 @@ class NeuralEstimatorBase(BaseEstimator):
     def _fit(self, X: Any, *, incremental: bool) -> NeuralEstimatorBase:
         """Train from scratch, or continue if fitted and warm/incremental."""
         resume = hasattr(self, "n_iter_") and (incremental or self.warm_start)
-        with _unchanged_on_error(self):
+        with unchanged_on_error(self):
             X = validate_data(
                 self, X, reset=not resume, dtype=[np.float64, np.float32]
             )
