@@ -52,9 +52,11 @@ order, the validation split, the objective's noise). The global torch RNG is
 never read, so the same seed gives bit-identical training on CPU and the
 caller's random state is untouched.
 
-Faults: a non-finite loss raises :class:`NonFiniteLossError` after putting the
-model back to its state at the start of ``fit``; ``KeyboardInterrupt`` stops
-training, restores the best weights seen so far and warns.
+Faults: a non-finite loss raises :class:`NonFiniteLossError`, and any other
+exception raised during training (by the objective or a callback) propagates,
+after putting the model back to its state at the start of ``fit``;
+``KeyboardInterrupt`` stops training, restores the best weights seen so far and
+warns.
 """
 
 from __future__ import annotations
@@ -419,7 +421,10 @@ class TrainingEngine:
         self.optimizers = self.configure_optimizers()
         if optimizer_state:
             for name, optimizer in self.optimizers.items():
-                optimizer.load_state_dict(optimizer_state[name])
+                # load_state_dict keeps the caller's moment tensors and Adam
+                # then updates them in place: a fit that fails would corrupt
+                # the state the estimator resumes from next time.
+                optimizer.load_state_dict(copy.deepcopy(optimizer_state[name]))
         self.schedulers = self.configure_schedulers()
 
     # -- construction -----------------------------------------------------
@@ -573,7 +578,9 @@ class TrainingEngine:
         ------
         NonFiniteLossError
             If a loss is NaN or infinite; the model is first restored to its
-            state at the start of this call.
+            state at the start of this call, as for any other exception raised
+            during training (``KeyboardInterrupt`` excepted: it stops training
+            and keeps the best weights).
         """
         n_epochs = self.config.max_epochs if n_epochs is None else n_epochs
         all_rows = torch.arange(len(data), device=data.device)
@@ -622,6 +629,11 @@ class TrainingEngine:
                 UserWarning,
                 stacklevel=2,
             )
+        except Exception:
+            # Any other failure (a callback, the objective, the data) leaves
+            # the model as this call found it, not half-trained in place.
+            self.model.load_state_dict(initial_state)
+            raise
         finally:
             if progress is not None:
                 progress.close()
