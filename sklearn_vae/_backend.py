@@ -19,6 +19,7 @@ from sklearn.utils import check_random_state
 
 __all__ = [
     "DEVICE_CONSTRAINT",
+    "check_finite_rows",
     "compute_dtype",
     "iter_row_chunks",
     "make_generator",
@@ -304,6 +305,39 @@ def unchanged_on_error(estimator: Any) -> Iterator[None]:
         for name, state in weights.items():
             saved[name].load_state_dict(state)
         raise
+
+
+def check_finite_rows(finite: np.ndarray, X: np.ndarray, estimator: Any) -> None:
+    """Raise a ValueError that explains why some rows gave non-finite results.
+
+    With finite inputs and finite fitted parameters, a non-finite result can
+    only come from a row so far from what the estimator was fitted on that an
+    intermediate (a squared distance, an exponential) overflows the dtype.
+
+    Parameters
+    ----------
+    finite : ndarray of bool of shape (n_samples,)
+        Whether each row's result is finite.
+    X : ndarray of shape (n_samples, n_features)
+        The validated input.
+    estimator : object
+        Named in the message.
+
+    Raises
+    ------
+    ValueError
+        If any entry of ``finite`` is False.
+    """
+    n_bad = finite.size - int(np.count_nonzero(finite))
+    if n_bad:
+        raise ValueError(
+            f"{n_bad} of {finite.size} rows of X gave non-finite results in "
+            f"{type(estimator).__name__}: they are too far from the data it was "
+            f"fitted on for {X.dtype} arithmetic (the largest absolute value in "
+            f"X is {np.abs(X).max():.3g}). Check that X is on the scale of the "
+            "training data and transformed as they were; score_samples gives "
+            "such rows a log-density of -inf."
+        )
 
 
 def iter_row_chunks(n_samples: int, chunk_size: int) -> Iterator[slice]:

@@ -497,11 +497,13 @@ class VariationalGMMPrior(
         return self
 
     # -- inference ---------------------------------------------------------------
-    def _encoded_map(self, function: Any, X: Any) -> np.ndarray:
+    def _encoded_map(self, function: Any, X: Any, log_density: bool = False) -> np.ndarray:
         """Apply ``function(model, rows)`` to validated ``X`` in chunks."""
         X = self._check_inference_input(X)
         width = max(self._widest_layer(self.latent_dim), self.latent_dim * self.n_components)
-        return self._map_rows(function, X, elements_per_row=_N_SCORE_DRAWS * width)
+        return self._map_rows(
+            function, X, elements_per_row=_N_SCORE_DRAWS * width, log_density=log_density
+        )
 
     def transform(self, X: Any) -> np.ndarray:
         """Latent posterior means ``E[z|x]``.
@@ -563,9 +565,11 @@ class VariationalGMMPrior(
         Returns
         -------
         ndarray of shape (n_samples,)
+            -inf for a row so far from the training data that its bound is
+            below the dtype's range.
         """
         seed = derive_seed(self._seed, _SCORE_STREAM)
-        return self._encoded_map(lambda model, rows: _elbo(model, rows, seed), X)
+        return self._encoded_map(lambda model, rows: _elbo(model, rows, seed), X, log_density=True)
 
     def score(self, X: Any, y: Any = None) -> float:
         """Mean evidence lower bound per row, in nats (higher is better).

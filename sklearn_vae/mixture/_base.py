@@ -46,6 +46,7 @@ from sklearn.utils.validation import (
 
 from .._backend import (
     DEVICE_CONSTRAINT,
+    check_finite_rows,
     compute_dtype,
     iter_row_chunks,
     map_row_chunks,
@@ -644,11 +645,15 @@ class BaseEMMixture(
         X: Any,
         reduce: Callable[[torch.Tensor], torch.Tensor],
         argmax_only: bool = False,
+        log_density: bool = False,
     ) -> np.ndarray:
         """Apply ``reduce`` to the weighted log-probabilities of each chunk.
 
         With ``argmax_only``, ``reduce`` only takes the argmax, so negligible
-        entries may be skipped (see ``_weighted_log_prob_function``).
+        entries may be skipped (see ``_weighted_log_prob_function``). Rows
+        whose log-probability is -inf in every component (too far from the
+        mixture for the dtype) raise a ValueError, unless ``log_density``:
+        their log-density is then -inf.
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
@@ -660,13 +665,24 @@ class BaseEMMixture(
             ChunkWorkspace(),
             _exp_floor(dtype)[0] if argmax_only else None,
         )
-        return map_row_chunks(
-            lambda chunk: reduce(log_prob(chunk)),
+
+        def reduce_chunk(chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            weighted_log_prob = log_prob(chunk)
+            # Inputs and parameters are finite: a NaN is inf - inf from a
+            # distance that overflowed, a log-probability of -inf.
+            weighted_log_prob.masked_fill_(weighted_log_prob.isnan(), -math.inf)
+            return reduce(weighted_log_prob), weighted_log_prob.amax(dim=1)
+
+        result, largest = map_row_chunks(
+            reduce_chunk,
             X,
             device=device,
             dtype=dtype,
             chunk_size=self._chunk_size(X.shape[1], dtype),
         )
+        if not log_density:
+            check_finite_rows(np.isfinite(largest), X, self)
+        return result
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Compute the log-likelihood of each sample.
@@ -680,9 +696,13 @@ class BaseEMMixture(
         -------
         log_prob : ndarray of shape (n_samples,)
             ``log p(x)`` of each sample under the model, in nats, in the
-            dtype of ``X`` (float32 stays float32, all else float64).
+            dtype of ``X`` (float32 stays float32, all else float64); -inf
+            for a sample so far from every component that its log-density is
+            below the dtype's range.
         """
-        return self._map_chunks(X, lambda log_prob: torch.logsumexp(log_prob, dim=1))
+        return self._map_chunks(
+            X, lambda log_prob: torch.logsumexp(log_prob, dim=1), log_density=True
+        )
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Compute the per-sample average log-likelihood of X.

@@ -35,6 +35,7 @@ from torch import nn
 
 from .._backend import (
     DEVICE_CONSTRAINT,
+    check_finite_rows,
     compute_dtype,
     map_row_chunks,
     resolve_device,
@@ -256,12 +257,15 @@ class NeuralEstimatorBase(BaseEstimator):
         X: np.ndarray,
         *,
         elements_per_row: int,
+        log_density: bool = False,
     ) -> np.ndarray:
         """Apply ``function(model, rows)`` to ``X`` in chunks; keep X's dtype.
 
         ``elements_per_row`` is the size of the widest intermediate tensor per
         input row; it sets the chunk size so memory does not grow with the
-        number of rows.
+        number of rows. Rows with a non-finite result (too far from the
+        training data for the dtype) raise a ValueError, unless
+        ``log_density``: their log-density (or bound) is then -inf.
         """
         model = self._fitted_model().eval()
         parameter = next(model.parameters())
@@ -272,7 +276,13 @@ class NeuralEstimatorBase(BaseEstimator):
             dtype=parameter.dtype,
             chunk_size=max(1, _INFERENCE_BUDGET_ELEMENTS // max(1, elements_per_row)),
         )
-        return out.astype(X.dtype, copy=False)
+        out = out.astype(X.dtype, copy=False)
+        if log_density:
+            # Finite inputs and weights: a NaN is inf - inf from an overflow
+            # of a row far outside the data, whose log-density is -inf.
+            return np.where(np.isnan(out), -np.inf, out)
+        check_finite_rows(np.isfinite(out.reshape(len(out), -1)).all(axis=1), X, self)
+        return out
 
     def _decode_latent(self, Z: Any, n_latent: int, parameter_name: str) -> np.ndarray:
         """``inverse_transform``'s work: validate latent points, return ``E[x|z]``.
