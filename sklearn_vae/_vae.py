@@ -477,7 +477,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
             seed_from_random_state(random_state), parameter.device
         )
         z = torch.randn(
-            (n_samples, self.n_components),
+            (int(n_samples), self.n_components),
             generator=generator,
             device=parameter.device,
             dtype=parameter.dtype,

@@ -799,10 +799,10 @@ class BaseEMMixture(
             Their component labels, sorted by component.
         """
         check_is_fitted(self)
-        if n_samples < 1:
+        if not isinstance(n_samples, Integral) or n_samples < 1:
             raise ValueError(
-                f"Invalid value for 'n_samples': {n_samples}. The sampling "
-                "requires at least one sample."
+                f"Invalid value for 'n_samples': {n_samples!r}. The sampling "
+                "requires at least one sample: pass an int >= 1."
             )
         rng = check_random_state(self.random_state)
         weights = self.weights_.astype(np.float64)
