@@ -568,6 +568,7 @@ class VariationalGMMPrior(
             -inf for a row so far from the training data that its bound is
             below the dtype's range.
         """
+        check_is_fitted(self)
         seed = derive_seed(self._seed, _SCORE_STREAM)
         return self._encoded_map(lambda model, rows: _elbo(model, rows, seed), X, log_density=True)
 
