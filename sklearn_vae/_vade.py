@@ -413,7 +413,16 @@ class VariationalGMMPrior(
                 config,
                 seed=derive_seed(seed, _PRETRAIN_STREAM),
             )
-            self.pretrain_history_ = engine.fit(data).history
+            result = engine.fit(data)
+            if result.interrupted:
+                # A pretrained autoencoder without its mixture is no model to
+                # keep: Ctrl-C abandons the fit (the estimator is left as it
+                # was) instead of going on to the joint training.
+                raise KeyboardInterrupt(
+                    "VariationalGMMPrior.fit was interrupted during pretraining; "
+                    "the estimator was left as it was before the call."
+                )
+            self.pretrain_history_ = result.history
         if isinstance(model.decoder, GaussianDecoder):
             _fit_decoder_variance(model, data.X)
         codes = _encoder_means(model, data.X)
