@@ -479,9 +479,10 @@ class BaseEMMixture(
     ) -> tuple[Any, list[float], bool]:
         """Iterate EM from ``parameters``; return them, the bounds, convergence."""
         lower_bounds: list[float] = []
+        dtype = X.dtype
         for n_iter in range(1, self.max_iter + 1):
             previous = lower_bound
-            statistics = self._e_step(X, weights, parameters, chunk_size)
+            statistics = self._e_step(X, weights, parameters, chunk_size, dtype)
             lower_bound = statistics.mean_log_likelihood
             if not np.isfinite(lower_bound):
                 raise ValueError(
@@ -489,7 +490,19 @@ class BaseEMMixture(
                     f"iteration {n_iter}. Scale the input data, increase "
                     "reg_covar, or decrease n_components."
                 )
-            parameters = self._m_step(statistics)
+            try:
+                parameters = self._m_step(statistics)
+            except ValueError:
+                # float32 second moments sum x x^T lose about 1e-7 of |x|^2,
+                # which can exceed reg_covar along a direction of zero
+                # variance (collinear features) and leave the covariance not
+                # positive: redo the pass, and the rest of the fit, in float64.
+                if dtype == ACCUMULATION_DTYPE:
+                    raise
+                dtype = ACCUMULATION_DTYPE
+                statistics = self._e_step(X, weights, parameters, chunk_size, dtype)
+                lower_bound = statistics.mean_log_likelihood
+                parameters = self._m_step(statistics)
             lower_bounds.append(lower_bound)
             change = lower_bound - previous
             self._print_verbose_msg_iter_end(n_iter, change)
@@ -503,20 +516,22 @@ class BaseEMMixture(
         weights: torch.Tensor,
         parameters: Any,
         chunk_size: int,
+        dtype: torch.dtype,
     ) -> SufficientStatistics:
-        """One pass over the data: the summed statistics of every chunk."""
+        """One pass over the data, computed in ``dtype``: the summed statistics."""
         # One set of chunk buffers per pass, shared by the E-step's
         # log-densities and the M-step statistics: no allocation per chunk.
         workspace = ChunkWorkspace()
-        log_floor, resp_floor = _exp_floor(X.dtype)
+        log_floor, resp_floor = _exp_floor(dtype)
         log_prob = self._weighted_log_prob_function(
-            parameters, X.dtype, workspace, log_floor
+            parameters, dtype, workspace, log_floor
         )
 
         def chunk_statistics(rows: slice) -> SufficientStatistics:
+            chunk = X[rows].to(dtype)
             # A log-sum-exp whose exponentials are reused as responsibilities:
             # one pass of exp over the chunk instead of two.
-            weighted_log_prob = log_prob(X[rows])
+            weighted_log_prob = log_prob(chunk)
             largest = weighted_log_prob.amax(dim=1, keepdim=True)
             # exp is ten to forty times slower where its result would be
             # subnormal or zero, which is most entries for well-separated
@@ -529,9 +544,9 @@ class BaseEMMixture(
             normaliser = weighted_resp.sum(dim=1, keepdim=True)
             log_norm = (largest + normaliser.log()).squeeze(1)
             chunk_weights = weights[rows]
-            weighted_resp *= chunk_weights.to(X.dtype)[:, None] / normaliser
+            weighted_resp *= chunk_weights.to(dtype)[:, None] / normaliser
             return self._chunk_statistics(
-                X[rows],
+                chunk,
                 weighted_resp,
                 chunk_weights @ log_norm.to(ACCUMULATION_DTYPE),
                 chunk_weights.sum(),
