@@ -43,6 +43,7 @@ from ._backend import (
     seed_from_random_state,
     to_numpy,
     to_tensor,
+    unchanged_on_error,
 )
 from .mixture import EMGaussianMixture
 from .neural._base import NeuralEstimatorBase, derive_seed
@@ -412,7 +413,16 @@ class VariationalGMMPrior(
                 config,
                 seed=derive_seed(seed, _PRETRAIN_STREAM),
             )
-            self.pretrain_history_ = engine.fit(data).history
+            result = engine.fit(data)
+            if result.interrupted:
+                # A pretrained autoencoder without its mixture is no model to
+                # keep: Ctrl-C abandons the fit (the estimator is left as it
+                # was) instead of going on to the joint training.
+                raise KeyboardInterrupt(
+                    "VariationalGMMPrior.fit was interrupted during pretraining; "
+                    "the estimator was left as it was before the call."
+                )
+            self.pretrain_history_ = result.history
         if isinstance(model.decoder, GaussianDecoder):
             _fit_decoder_variance(model, data.X)
         codes = _encoder_means(model, data.X)
@@ -486,18 +496,23 @@ class VariationalGMMPrior(
             If the loss becomes NaN or infinite; the estimator is unchanged.
         """
         epochs_before = self.n_iter_ if self.warm_start and hasattr(self, "n_iter_") else 0
-        self._fit(X, incremental=False)
-        self.converged_ = self.n_iter_ - epochs_before < self.max_iter
-        self.labels_ = self.predict(X)
-        self.lower_bound_ = self.score(X)
+        # The labels and the bound belong to the fit: if computing them fails,
+        # the estimator must not keep new networks beside old labels.
+        with unchanged_on_error(self):
+            self._fit(X, incremental=False)
+            self.converged_ = self.n_iter_ - epochs_before < self.max_iter
+            self.labels_ = self.predict(X)
+            self.lower_bound_ = self.score(X)
         return self
 
     # -- inference ---------------------------------------------------------------
-    def _encoded_map(self, function: Any, X: Any) -> np.ndarray:
+    def _encoded_map(self, function: Any, X: Any, log_density: bool = False) -> np.ndarray:
         """Apply ``function(model, rows)`` to validated ``X`` in chunks."""
         X = self._check_inference_input(X)
         width = max(self._widest_layer(self.latent_dim), self.latent_dim * self.n_components)
-        return self._map_rows(function, X, elements_per_row=_N_SCORE_DRAWS * width)
+        return self._map_rows(
+            function, X, elements_per_row=_N_SCORE_DRAWS * width, log_density=log_density
+        )
 
     def transform(self, X: Any) -> np.ndarray:
         """Latent posterior means ``E[z|x]``.
@@ -559,9 +574,12 @@ class VariationalGMMPrior(
         Returns
         -------
         ndarray of shape (n_samples,)
+            -inf for a row so far from the training data that its bound is
+            below the dtype's range.
         """
+        check_is_fitted(self)
         seed = derive_seed(self._seed, _SCORE_STREAM)
-        return self._encoded_map(lambda model, rows: _elbo(model, rows, seed), X)
+        return self._encoded_map(lambda model, rows: _elbo(model, rows, seed), X, log_density=True)
 
     def score(self, X: Any, y: Any = None) -> float:
         """Mean evidence lower bound per row, in nats (higher is better).

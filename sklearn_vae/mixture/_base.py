@@ -17,6 +17,7 @@ stored, and peak memory is one chunk's temporaries.
 
 from __future__ import annotations
 
+import math
 import warnings
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from sklearn.utils.validation import (
 
 from .._backend import (
     DEVICE_CONSTRAINT,
+    check_finite_rows,
     compute_dtype,
     iter_row_chunks,
     limited_threads,
@@ -53,6 +55,7 @@ from .._backend import (
     resolve_device,
     to_numpy,
     to_tensor,
+    unchanged_on_error,
 )
 from .._distributed import (
     agree_on_errors,
@@ -344,7 +347,8 @@ class BaseEMMixture(
         self : object
             The fitted mixture.
         """
-        self._fit(X, sample_weight, predict=False)
+        with unchanged_on_error(self):
+            self._fit(X, sample_weight, predict=False)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -370,10 +374,11 @@ class BaseEMMixture(
         labels : ndarray of shape (n_samples,)
             Component labels (a Dask array for Dask input).
         """
-        if is_dask_array(X):
-            self._fit(X, sample_weight, predict=False)
-            return self.predict(X)
-        return self._fit(X, sample_weight, predict=True)
+        with unchanged_on_error(self):
+            if is_dask_array(X):
+                self._fit(X, sample_weight, predict=False)
+                return self.predict(X)
+            return self._fit(X, sample_weight, predict=True)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(
@@ -410,7 +415,7 @@ class BaseEMMixture(
         self : object
             The updated mixture.
         """
-        with limited_threads(self._threads_for(X)):
+        with unchanged_on_error(self), limited_threads(self._threads_for(X)):
             self._partial_fit(X, sample_weight)
         return self
 
@@ -678,11 +683,10 @@ class BaseEMMixture(
         """
         lower_bounds: list[float] = []
         statistics = None
+        dtype = rows.dtype
         for n_iter in range(1, self.max_iter + 1):
             previous = lower_bound
-            statistics = rows.sum_statistics(
-                ChunkEStep(self, parameters, rows.dtype, workspace)
-            )
+            statistics = rows.sum_statistics(ChunkEStep(self, parameters, dtype, workspace))
             lower_bound = statistics.mean_log_likelihood
             if not np.isfinite(lower_bound):
                 raise ValueError(
@@ -690,7 +694,21 @@ class BaseEMMixture(
                     f"iteration {n_iter}. Scale the input data, increase "
                     "reg_covar, or decrease n_components."
                 )
-            parameters = self._m_step(statistics)
+            try:
+                parameters = self._m_step(statistics)
+            except ValueError:
+                # float32 second moments sum x x^T lose about 1e-7 of |x|^2,
+                # which can exceed reg_covar along a direction of zero
+                # variance (collinear features) and leave the covariance not
+                # positive: redo the pass, and the rest of the fit, in float64.
+                if dtype == ACCUMULATION_DTYPE:
+                    raise
+                dtype = ACCUMULATION_DTYPE
+                statistics = rows.sum_statistics(
+                    ChunkEStep(self, parameters, dtype, workspace)
+                )
+                lower_bound = statistics.mean_log_likelihood
+                parameters = self._m_step(statistics)
             lower_bounds.append(lower_bound)
             change = lower_bound - previous
             self._print_verbose_msg_iter_end(n_iter, change)
@@ -813,21 +831,28 @@ class BaseEMMixture(
         reduce: Callable[[torch.Tensor], torch.Tensor],
         argmax_only: bool = False,
         n_columns: int | None = None,
+        log_density: bool = False,
     ) -> np.ndarray:
         """Apply ``reduce`` to the weighted log-probabilities of each chunk.
 
         With ``argmax_only``, ``reduce`` only takes the argmax, so negligible
-        entries may be skipped (see ``_weighted_log_prob_function``).
-        ``n_columns`` is the width of ``reduce``'s output (None for one value
-        per row); a Dask array gives a Dask array of that shape, lazily.
+        entries may be skipped (see ``_weighted_log_prob_function``). Rows
+        whose log-probability is -inf in every component (too far from the
+        mixture for the dtype) raise a ValueError, unless ``log_density``:
+        their log-density is then -inf. ``n_columns`` is the width of
+        ``reduce``'s output (None for one value per row); a Dask array gives a
+        Dask array of that shape, lazily.
         """
         check_is_fitted(self)
         if is_dask_array(X):
             from ._dask import map_dask_blocks
 
             return map_dask_blocks(
-                self, X, lambda block: self._map_chunks(block, reduce, argmax_only),
-                n_columns=n_columns, integer=argmax_only,
+                self,
+                X,
+                lambda block: self._map_chunks(block, reduce, argmax_only, None, log_density),
+                n_columns=n_columns,
+                integer=argmax_only,
             )
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         device = resolve_device(self.device)
@@ -838,14 +863,25 @@ class BaseEMMixture(
             ChunkWorkspace(),
             exp_floor(dtype)[0] if argmax_only else None,
         )
+
+        def reduce_chunk(chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            weighted_log_prob = log_prob(chunk)
+            # Inputs and parameters are finite: a NaN is inf - inf from a
+            # distance that overflowed, a log-probability of -inf.
+            weighted_log_prob.masked_fill_(weighted_log_prob.isnan(), -math.inf)
+            return reduce(weighted_log_prob), weighted_log_prob.amax(dim=1)
+
         with limited_threads(self._threads_for(X)):
-            return map_row_chunks(
-                lambda chunk: reduce(log_prob(chunk)),
+            result, largest = map_row_chunks(
+                reduce_chunk,
                 X,
                 device=device,
                 dtype=dtype,
                 chunk_size=self._chunk_size(X.shape[1], dtype, X.shape[0]),
             )
+        if not log_density:
+            check_finite_rows(np.isfinite(largest), X, self)
+        return result
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Compute the log-likelihood of each sample.
@@ -859,9 +895,13 @@ class BaseEMMixture(
         -------
         log_prob : ndarray of shape (n_samples,)
             ``log p(x)`` of each sample under the model, in nats, in the
-            dtype of ``X`` (float32 stays float32, all else float64).
+            dtype of ``X`` (float32 stays float32, all else float64); -inf
+            for a sample so far from every component that its log-density is
+            below the dtype's range.
         """
-        return self._map_chunks(X, lambda log_prob: torch.logsumexp(log_prob, dim=1))
+        return self._map_chunks(
+            X, lambda log_prob: torch.logsumexp(log_prob, dim=1), log_density=True
+        )
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Compute the per-sample average log-likelihood of X.
@@ -964,10 +1004,10 @@ class BaseEMMixture(
             Their component labels, sorted by component.
         """
         check_is_fitted(self)
-        if n_samples < 1:
+        if not isinstance(n_samples, Integral) or n_samples < 1:
             raise ValueError(
-                f"Invalid value for 'n_samples': {n_samples}. The sampling "
-                "requires at least one sample."
+                f"Invalid value for 'n_samples': {n_samples!r}. The sampling "
+                "requires at least one sample: pass an int >= 1."
             )
         rng = check_random_state(self.random_state)
         weights = self.weights_.astype(np.float64)

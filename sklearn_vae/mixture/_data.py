@@ -166,6 +166,8 @@ class ChunkEStep:
         SufficientStatistics
         """
         log_floor, resp_floor = exp_floor(self.dtype)
+        # Rows of another dtype (float32 rows in a float64 retry) are cast.
+        X = X.to(self.dtype)
         if self._log_prob is None:
             from ._base import ChunkWorkspace
 

@@ -859,10 +859,25 @@ class EMGaussianMixture(BaseEMMixture):
         self, parameters: GaussianParameters, dtype: np.dtype
     ) -> None:
         precisions = _precisions(parameters.precisions_cholesky, self.covariance_type)
-        self.weights_, self.means_, self.covariances_, self.precisions_cholesky_ = (
-            to_numpy(t).astype(dtype, copy=False) for t in parameters
-        )
-        self.precisions_ = to_numpy(precisions).astype(dtype, copy=False)
+        with np.errstate(over="ignore"):
+            arrays = [
+                to_numpy(t).astype(dtype, copy=False) for t in (*parameters, precisions)
+            ]
+        if not all(np.isfinite(array).all() for array in arrays):
+            # The M-step runs in float64; its result must fit the input dtype.
+            raise ValueError(
+                "Fitting the mixture model failed because some components have "
+                f"ill-defined empirical covariance in {np.dtype(dtype)}: the fitted "
+                f"parameters overflow {np.dtype(dtype)}. Try to scale the input data "
+                "(e.g. with StandardScaler) or fit on float64 data."
+            )
+        (
+            self.weights_,
+            self.means_,
+            self.covariances_,
+            self.precisions_cholesky_,
+            self.precisions_,
+        ) = arrays
 
     def _component_cholesky(self, device: torch.device) -> torch.Tensor:
         covariances = to_tensor(self.covariances_, device, ACCUMULATION_DTYPE)
