@@ -857,15 +857,22 @@ class BaseEMMixture(
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         device = resolve_device(self.device)
         dtype = compute_dtype(X)
+        # Rows are centred on the training data's mean, as during the fit:
+        # the expanded distances (|x|^2 - 2 x.mu + |mu|^2) would otherwise
+        # cancel for data far from the origin relative to their spread.
+        shift = getattr(self, "_running_shift", None)
+        shift = to_tensor(
+            np.zeros(X.shape[1]) if shift is None else shift, device, ACCUMULATION_DTYPE
+        )
         log_prob = self._weighted_log_prob_function(
-            self._fitted_parameters(device),
+            self._shift_means(self._fitted_parameters(device), -shift),
             dtype,
             ChunkWorkspace(),
             exp_floor(dtype)[0] if argmax_only else None,
         )
 
         def reduce_chunk(chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            weighted_log_prob = log_prob(chunk)
+            weighted_log_prob = log_prob((chunk.to(ACCUMULATION_DTYPE) - shift).to(dtype))
             # Inputs and parameters are finite: a NaN is inf - inf from a
             # distance that overflowed, a log-probability of -inf.
             weighted_log_prob.masked_fill_(weighted_log_prob.isnan(), -math.inf)
