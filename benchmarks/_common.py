@@ -138,5 +138,5 @@ def initial_parameters(X, n_components: int, covariance_type: str) -> dict:
 
 
 def cast_parameters(init: dict, dtype) -> dict:
-    """The ``*_init`` arrays in ``dtype``, as both estimators expect for float32 data."""
+    """The ``*_init`` arrays in ``dtype``, as both estimators expect for float32."""
     return {name: np.asarray(value).astype(dtype) for name, value in init.items()}

@@ -463,6 +463,7 @@ def run_scaling(
             ("tgmm MB", 7),
             ("bound diff", 10),
             ("tgmm diff", 9),
+            ("load", 5),
         ]
     )
     table.header(
@@ -541,6 +542,7 @@ def run_scaling(
                     sk and tg and relative_difference(tg.lower_bound, sk.lower_bound),
                     ".1e",
                 ),
+                f"{os.getloadavg()[0]:.1f}",
             )
     if starts:
         iterations = iterations_for(largest, options.quick)
@@ -565,16 +567,17 @@ def run_scaling(
             "memmap:",
             milliseconds(memmap),
             number(ratio(sk, memmap), ".2f"),
-            "",
+            "-",
             number(ratio(tg, memmap), ".2f"),
             f"{memmap.setup:.3f}",
-            "",
+            "-",
             f"{memmap.peak_mb:.0f}",
-            "",
+            "-",
             number(
                 sk and relative_difference(memmap.lower_bound, sk.lower_bound), ".1e"
             ),
-            "",
+            "-",
+            f"{os.getloadavg()[0]:.1f}",
         )
         table.notes.append(
             f"{covariance_type} n={largest} from a memmap, in a fresh process: "
@@ -892,7 +895,8 @@ def run_small(data: np.memmap, options) -> list[tuple[str, float]]:
         )
     table.footer()
     print(
-        "\n## digits to convergence from the demo's start (tol=1e-3), whole fit as the demo times it"
+        "\n## digits to convergence from the demo's start (tol=1e-3), "
+        "whole fits as the demo times them"
     )
     print(f"{'cov':>9} {'sk s':>7} {'ours s':>7} {'sk/ours':>7} {'iters':>9}")
     for covariance_type, best in converged:
@@ -959,6 +963,53 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     return options
 
 
+def targets(scaling: ScalingResult | None, ratios: list) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) for the issue's targets that this run measured."""
+    verdicts = []
+    if scaling is not None:
+        for covariance_type, by_size in scaling.per_iteration.items():
+            fitted = slope(by_size)
+            if fitted is None:
+                continue
+            with_memmap = dict(by_size)
+            if covariance_type in scaling.memmap:
+                memmap = scaling.memmap[covariance_type]
+                with_memmap[max(by_size)] = memmap.per_iteration
+            verdicts.append(
+                (
+                    f"{covariance_type}: slope of log(s/it) on log(n) from "
+                    f"{SLOPE_FROM:.0e} in {SLOPE_TARGET}",
+                    f"{fitted:.3f} in memory, {number(slope(with_memmap), '.3f')} "
+                    "with the largest size from the memmap",
+                    SLOPE_TARGET[0] <= fitted <= SLOPE_TARGET[1],
+                )
+            )
+        for covariance_type, memmap in scaling.memmap.items():
+            verdicts.append(
+                (
+                    f"{covariance_type}: the largest fit from a memmap completes",
+                    f"{memmap.per_iteration:.3f} s/it, peak RssAnon "
+                    f"+{memmap.peak_mb:.0f} MiB",
+                    memmap.error is None,
+                )
+            )
+    for name, value in ratios:
+        if value is None:
+            verdicts.append((f"ratio vs scikit-learn, {name}", "a side failed", False))
+        elif value < 1.0:
+            verdicts.append((f"ratio vs scikit-learn, {name}", f"{value:.3f}", False))
+    measured = [value for _, value in ratios if value is not None]
+    if measured:
+        verdicts.append(
+            (
+                "ratio vs scikit-learn >= 1 everywhere",
+                f"lowest {min(measured):.3f}",
+                min(measured) >= 1.0,
+            )
+        )
+    return verdicts
+
+
 def main(argv=None) -> None:
     options = parse_arguments(argv)
     with (
@@ -970,81 +1021,30 @@ def main(argv=None) -> None:
             f"{sklearn.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs, "
             f"load average {os.getloadavg()[0]:.2f}, python {sys.version.split()[0]}"
         )
-        print(
-            "ratios are time per iteration of the other side / ours: above 1, ours is faster"
-        )
+        print("ratios: time per iteration of the other side / ours (> 1: ours faster)")
         n_rows = max(
-            [
-                *options.sizes,
-                options.distributed_size,
-                *options.small_sizes,
-                WARM_UP_ROWS,
-            ]
+            [*options.sizes, options.distributed_size, *options.small_sizes]
+            + [WARM_UP_ROWS]
         )
         path = os.path.join(tmp, "blobs.npy")
         data = write_blobs(path, n_rows)
         starts_for = CommonStarts(data)
-        verdicts = []
-        started = time.perf_counter()
+        scaling, ratios = None, []
         if "scaling" in options.sections:
+            started = time.perf_counter()
             scaling = run_scaling(data, path, starts_for, options)
+            ratios += scaling.ratios
             print(f"(scaling: {time.perf_counter() - started:.0f} s)")
-            for covariance_type, by_size in scaling.per_iteration.items():
-                fitted = slope(by_size)
-                if fitted is None:
-                    continue
-                with_memmap = dict(by_size)
-                if covariance_type in scaling.memmap:
-                    with_memmap[max(by_size)] = scaling.memmap[
-                        covariance_type
-                    ].per_iteration
-                verdicts.append(
-                    (
-                        f"slope of log time/it on log n from {SLOPE_FROM:.0e}, {covariance_type}",
-                        f"{number(fitted, '.3f')} in memory, "
-                        f"{number(slope(with_memmap), '.3f')} with the largest from the memmap",
-                        SLOPE_TARGET[0] <= fitted <= SLOPE_TARGET[1],
-                    )
-                )
-            for covariance_type, memmap in scaling.memmap.items():
-                verdicts.append(
-                    (
-                        f"{covariance_type} n={max(options.sizes)} from a memmap completes",
-                        f"{memmap.per_iteration:.3f} s/it, peak RssAnon +{memmap.peak_mb:.0f} MiB",
-                        True,
-                    )
-                )
-            ratios = scaling.ratios
-        else:
-            ratios = []
         if "distributed" in options.sections:
             started = time.perf_counter()
             run_distributed(data, path, starts_for, options)
             print(f"(distributed: {time.perf_counter() - started:.0f} s)")
         if "small" in options.sections:
             started = time.perf_counter()
-            ratios = ratios + run_small(data, options)
+            ratios += run_small(data, options)
             print(f"(small: {time.perf_counter() - started:.0f} s)")
-        for name, value in ratios:
-            if value is None:
-                verdicts.append(
-                    (f"ratio vs scikit-learn, {name}", "a side failed", False)
-                )
-            elif value < 1.0:
-                verdicts.append(
-                    (f"ratio vs scikit-learn, {name}", f"{value:.2f}", False)
-                )
-        if ratios:
-            worst = min(value for _, value in ratios if value is not None)
-            verdicts.append(
-                (
-                    "ratio vs scikit-learn >= 1 everywhere",
-                    f"lowest {worst:.2f}",
-                    worst >= 1.0,
-                )
-            )
         print("\n## targets")
-        for name, value, met in verdicts:
+        for name, value, met in targets(scaling, ratios):
             print(f"{'met ' if met else 'MISS'}  {name}: {value}")
         print(f"load average at the end {os.getloadavg()[0]:.2f}", flush=True)
 
