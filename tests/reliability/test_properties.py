@@ -50,8 +50,9 @@ FLOAT32_RTOL = 1e-3
 COLLAPSED_LOG_DENSITY_ATOL = 0.1
 
 #: ... and its probabilities, of rows between two components, which move
-#: with those log-densities (0.0011 at worst in 3000 thorough examples, where
-#: scikit-learn's float32 moved by 0.0004; 0.027 before the changes below).
+#: with those log-densities (0.0011 on the case the thorough profile found,
+#: where scikit-learn's float32 moved by 0.0004; 0.027 before the changes
+#: described in the test).
 COLLAPSED_PROBABILITY_ATOL = 1e-2
 
 #: float32 and float64 neural fits (2 epochs, same random_state) agree only
