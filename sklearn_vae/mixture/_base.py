@@ -290,14 +290,15 @@ class BaseEMMixture(
         """
 
     def _rounding_dominates(
-        self, statistics: SufficientStatistics, dtype: torch.dtype
+        self, statistics: SufficientStatistics, estimate: Any, dtype: torch.dtype
     ) -> bool:
         """True if statistics summed in ``dtype`` are too coarse for an M-step.
 
-        Statistics summed in float64 are taken as exact. Subclasses whose
-        M-step subtracts large sums from each other say where the rounding
-        of ``dtype`` would dominate the result; the fit then redoes the pass
-        in float64.
+        ``estimate`` is the M-step's result from ``statistics``. Statistics
+        summed in float64 are taken as exact. Subclasses whose M-step
+        subtracts large sums from each other say where the rounding of
+        ``dtype`` would dominate the result; the fit then redoes the pass in
+        float64.
         """
         return False
 
@@ -453,7 +454,7 @@ class BaseEMMixture(
             )
             n_steps, lower_bounds = self.n_steps_, list(self.lower_bounds_)
         batch = rows.sum_statistics(ChunkEStep(self, parameters, rows.dtype))
-        if self._rounding_dominates(batch, rows.dtype):
+        if rows.dtype != ACCUMULATION_DTYPE and self._batch_too_coarse(batch, rows.dtype):
             batch = rows.sum_statistics(
                 ChunkEStep(self, parameters, ACCUMULATION_DTYPE)
             )
@@ -476,6 +477,17 @@ class BaseEMMixture(
         self.n_steps_ = n_steps + 1
         self.lower_bound_ = lower_bound
         self.lower_bounds_ = lower_bounds + [lower_bound]
+
+    def _batch_too_coarse(self, batch: SufficientStatistics, dtype: torch.dtype) -> bool:
+        """Whether a partial_fit batch's statistics need summing in float64.
+
+        Judged on the batch's own M-step; a batch whose covariances would not
+        be positive on its own (collinear features in float32) is redone too.
+        """
+        try:
+            return self._rounding_dominates(batch, self._m_step(batch), dtype)
+        except ValueError:
+            return True
 
     def _fit(self, X: Any, sample_weight: Any, predict: bool) -> np.ndarray | None:
         """Fit; with ``predict``, also return the labels of the training rows."""
@@ -719,7 +731,9 @@ class BaseEMMixture(
                 if dtype == ACCUMULATION_DTYPE:
                     raise
                 estimate = None
-            if estimate is None or self._rounding_dominates(statistics, dtype):
+            if estimate is None or self._rounding_dominates(
+                statistics, estimate, dtype
+            ):
                 # float32 second moments lose about 1e-7 of their size, which
                 # can be most of a thin component's variance (one on a few
                 # points, collinear features) or leave its covariance not

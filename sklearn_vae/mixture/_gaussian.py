@@ -944,37 +944,29 @@ class EMGaussianMixture(BaseEMMixture):
         return _MOMENTS[self.covariance_type](X, weighted_resp, workspace, reference)
 
     def _rounding_dominates(
-        self, statistics: SufficientStatistics, dtype: torch.dtype
+        self,
+        statistics: SufficientStatistics,
+        estimate: GaussianParameters,
+        dtype: torch.dtype,
     ) -> bool:
         # 'full' sums its scatter about the current means (_moments_full); the
         # others subtract N mu^2 from second moments summed about the data's
         # mean, whose rounding, eps * sum v x^2, must stay a small share of
-        # every variance. In numpy: a dozen operations on (k, d) arrays cost
-        # less there than torch's dispatch of each.
+        # every variance (plus reg_covar, as in the estimate's covariances).
         if dtype == ACCUMULATION_DTYPE or self.covariance_type == "full":
             return False
-        nk, weighted_sum, scatter = (
-            to_numpy(t)
-            for t in (
-                statistics.component_weight,
-                statistics.weighted_sum,
-                statistics.weighted_scatter,
-            )
-        )
-        nk = nk + 10 * np.finfo(np.float64).eps
-        means = weighted_sum / nk[:, None]
+        nk = statistics.component_weight + 10 * torch.finfo(ACCUMULATION_DTYPE).eps
+        scatter = statistics.weighted_scatter
+        covariances = estimate.covariances
         if self.covariance_type == "tied":
-            second = np.diagonal(scatter) / nk.sum()
-            variance = second - (nk[:, None] * means**2).sum(axis=0) / nk.sum()
+            second, covariances = scatter.diagonal() / nk.sum(), covariances.diagonal()
         elif self.covariance_type == "diag":
             second = scatter / nk[:, None]
-            variance = second - means**2
         else:
-            second = scatter / nk
-            variance = second - (means**2).sum(axis=1)
-        rounding = torch.finfo(dtype).eps * second
-        too_coarse = variance + self.reg_covar < _ROUNDING_SHARE_INVERSE * rounding
-        return bool(np.any(too_coarse))
+            # The spherical variance is the mean of the d diagonal ones.
+            second, covariances = scatter / nk, covariances * estimate.means.shape[1]
+        limit = _ROUNDING_SHARE_INVERSE * torch.finfo(dtype).eps
+        return bool(torch.any(covariances < limit * second))
 
     def _m_step(self, statistics: SufficientStatistics) -> GaussianParameters:
         # scikit-learn's guard against empty components, kept so that results
