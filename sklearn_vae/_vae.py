@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from numbers import Integral, Real
+import warnings
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._backend import make_generator, seed_from_random_state, to_numpy
+from .exceptions import PosteriorCollapseWarning
 from .neural._avb import AdversarialVariationalBayes, ImplicitEncoder
 from .neural._base import NeuralEstimatorBase, derive_seed
 from .neural._engine import Objective, TrainingData
@@ -25,6 +27,7 @@ from .neural._modules import (
 )
 from .neural._mutual_information import PairCritic
 from .neural._objectives import (
+    ACTIVE_UNIT_THRESHOLD,
     ELBO,
     elbo_from_log_weights,
     importance_weighted_bound,
@@ -166,8 +169,13 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
         ``mine_bound`` for ``'mine'``), ``mutual_information`` (an InfoNCE
         lower bound on I(x; z) in nats, on one fixed batch of training rows,
         at most ``log(batch_size)``: with the encoder's density as critic, or
-        for ``'avb'`` the discriminator), ``val_`` terms under early stopping,
-        ``learning_rate`` and ``time`` (seconds).
+        for ``'avb'`` the discriminator), ``active_units`` (on the same batch,
+        the number of latent units whose posterior mean has a variance above
+        0.01 over the rows, Burda et al. 2016; when fewer than half are
+        active at the end of ``fit``, a
+        :class:`~sklearn_vae.exceptions.PosteriorCollapseWarning` says what to
+        try), ``val_`` terms under early stopping, ``learning_rate`` and
+        ``time`` (seconds).
     loss_curve_ : list of float
         The training loss of each epoch.
     n_iter_ : int
@@ -343,11 +351,56 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
 
         Raises
         ------
-        sklearn_vae.neural._engine.NonFiniteLossError
+        sklearn_vae.exceptions.NonFiniteLossError
             If the loss becomes NaN or infinite; the estimator keeps its state
             from before the call.
+
+        Warns
+        -----
+        sklearn_vae.exceptions.PosteriorCollapseWarning
+            When fewer than half of the latent units are active at the end of
+            training (see ``history_``): the posterior collapsed onto the prior.
         """
-        return self._fit(X, incremental=False)
+        self._fit(X, incremental=False)
+        self._warn_on_posterior_collapse()
+        return self
+
+    def _fit(self, X: Any, *, incremental: bool) -> VAETransformer:
+        if hasattr(self, "n_iter_") and (incremental or self.warm_start):
+            self._check_encoder_fits_objective()
+        return super()._fit(X, incremental=incremental)
+
+    def _warn_on_posterior_collapse(self) -> None:
+        active = self.history_[-1].get("active_units") if self.history_ else None
+        if active is None or active >= self.n_components / 2:
+            return
+        warnings.warn(
+            f"Only {int(active)} of the {self.n_components} latent units are "
+            "active: the posterior means of the others barely vary with the "
+            f"input (variance <= {ACTIVE_UNIT_THRESHOLD}), so their posterior "
+            "collapsed onto the prior and the codes carry no information "
+            "there. Try a smaller beta, a KL warm-up (kl_warmup=20), "
+            "objective='mine', fewer n_components, or more epochs (max_iter).",
+            PosteriorCollapseWarning,
+            stacklevel=4,  # the caller of fit, above scikit-learn's _fit_context
+        )
+
+    def _check_encoder_fits_objective(self) -> None:
+        """Refuse to resume networks whose encoder the objective cannot train.
+
+        AVB's implicit encoder has no density: read as a Gaussian posterior
+        (which 'elbo', 'iwae' and 'mine' need) it would train silently on its
+        moments; a Gaussian encoder cannot draw AVB's implicit samples.
+        """
+        implicit = isinstance(self.encoder_, ImplicitEncoder)
+        if implicit != (self.objective == "avb"):
+            fitted = "an implicit (objective='avb')" if implicit else "a Gaussian"
+            raise ValueError(
+                f"The fitted networks have {fitted} encoder, which "
+                f"objective={self.objective!r} cannot continue training. Refit "
+                "with warm_start=False (and, for partial_fit, on a fresh "
+                "estimator) to build the networks the objective needs."
+            )
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X: Any, y: Any = None) -> VAETransformer:

@@ -5,6 +5,7 @@ import os
 import pickle
 import subprocess
 import sys
+import warnings
 
 import joblib
 import numpy as np
@@ -24,7 +25,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sklearn_vae import VAETransformer
-from sklearn_vae.neural._engine import NonFiniteLossError
+from sklearn_vae.exceptions import NonFiniteLossError, PosteriorCollapseWarning
 from sklearn_vae.neural._objectives import ELBO
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -89,6 +90,32 @@ def test_history_and_fitted_attributes(fitted):
     assert isinstance(fitted.encoder_, torch.nn.Module)
     assert isinstance(fitted.decoder_, torch.nn.Module)
     assert fitted.n_features_in_ == 6
+
+
+def test_history_counts_the_active_latent_units(blobs):
+    vae = VAETransformer(n_components=3, **SMALL).fit(blobs[0])
+    for record in vae.history_:
+        assert record["active_units"] in (0, 1, 2, 3)
+    codes = vae.transform(blobs[0])
+    # The count is taken on the first batch of training rows (all 120 here).
+    assert vae.history_[-1]["active_units"] == int((codes.var(axis=0) > 0.01).sum())
+
+
+def test_a_healthy_fit_does_not_warn_of_posterior_collapse(blobs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PosteriorCollapseWarning)
+        vae = VAETransformer(n_components=2, **{**SMALL, "max_iter": 20}).fit(blobs[0])
+    assert vae.history_[-1]["active_units"] == 2
+
+
+def test_a_collapsed_posterior_warns_and_says_what_to_try(blobs):
+    # A KL weight of 1000 makes the prior the best posterior for every row.
+    with pytest.warns(PosteriorCollapseWarning, match=r"Only 0 of the 4 .*kl_warmup"):
+        vae = VAETransformer(
+            n_components=4, beta=1000.0, batch_size=20, **{**SMALL, "max_iter": 20}
+        ).fit(blobs[0])
+    assert vae.history_[-1]["active_units"] == 0
+    assert issubclass(PosteriorCollapseWarning, UserWarning)
 
 
 def test_kl_warmup_weights_the_kl_term_linearly(blobs):
@@ -194,6 +221,24 @@ def test_warm_start_continues_and_cold_start_restarts(blobs):
     cold = vae.set_params(warm_start=False).fit(X)
     assert cold.n_iter_ == 5
     np.testing.assert_array_equal(cold.transform(X), VAETransformer(**SMALL).fit(X).transform(X))
+
+
+@pytest.mark.parametrize(
+    "fitted_objective, objective", [("avb", "elbo"), ("avb", "iwae"), ("avb", "mine"), ("elbo", "avb")]
+)
+def test_resuming_across_the_implicit_encoder_raises(blobs, fitted_objective, objective):
+    X = blobs[0]
+    vae = VAETransformer(objective=fitted_objective, warm_start=True, **{**SMALL, "max_iter": 2}).fit(X)
+    codes = vae.transform(X)
+    vae.set_params(objective=objective)
+    with pytest.raises(ValueError, match="encoder.*warm_start=False"):
+        vae.fit(X)
+    with pytest.raises(ValueError, match="encoder"):
+        vae.partial_fit(X)
+    assert vae.n_iter_ == 2
+    np.testing.assert_array_equal(vae.transform(X), codes)
+    vae.set_params(warm_start=False).fit(X)  # a cold start builds the right networks
+    assert vae.n_iter_ == 2
 
 
 def test_partial_fit_trains_one_epoch_per_call(blobs):

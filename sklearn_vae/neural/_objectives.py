@@ -25,7 +25,9 @@ from ._modules import VariationalAutoencoder, diagonal_gaussian_log_prob
 from ._mutual_information import encoder_mutual_information
 
 __all__ = [
+    "ACTIVE_UNIT_THRESHOLD",
     "ELBO",
+    "active_units",
     "elbo_from_log_weights",
     "importance_weighted_bound",
     "log_importance_weights",
@@ -33,6 +35,40 @@ __all__ = [
     "reparameterize",
     "sample_posterior",
 ]
+
+
+#: A latent unit is active when the variance of its posterior mean over the
+#: data exceeds this (Burda, Grosse and Salakhutdinov 2016), a hundredth of the
+#: standard normal prior's variance.
+ACTIVE_UNIT_THRESHOLD = 1e-2
+
+
+def active_units(posterior_mean: torch.Tensor) -> torch.Tensor:
+    """Number of active latent units, ``#{j : Cov_x(E_q[z_j | x]) > 0.01}``.
+
+    An inactive unit's posterior mean is (nearly) the same for every row: the
+    code carries no information about ``x`` there and the posterior has
+    collapsed onto the prior in that direction.
+
+    Parameters
+    ----------
+    posterior_mean : torch.Tensor of shape (n_samples, n_components)
+        ``E_q[z | x]`` of some rows (at least two).
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar, in the dtype of ``posterior_mean``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> mean = torch.stack([torch.linspace(-1, 1, 50), torch.full((50,), 0.3)], dim=1)
+    >>> float(active_units(mean))
+    1.0
+    """
+    variance = posterior_mean.var(dim=0, correction=0)
+    return (variance > ACTIVE_UNIT_THRESHOLD).sum().to(posterior_mean.dtype)
 
 
 def reparameterize(
@@ -136,10 +172,14 @@ def mutual_information_diagnostics(
     ``mutual_information``: I(x; z) of the encoding distribution on the batch,
     estimated by
     :func:`~sklearn_vae.neural._mutual_information.encoder_mutual_information`
-    (a lower bound, in nats, at most ``log(len(batch))``).
+    (a lower bound, in nats, at most ``log(len(batch))``); ``active_units``:
+    :func:`active_units` of the batch's posterior means.
     """
     z, mean, log_var = sample_posterior(model, batch.X, context.generator)
-    return {"mutual_information": encoder_mutual_information(z, mean, log_var)}
+    return {
+        "mutual_information": encoder_mutual_information(z, mean, log_var),
+        "active_units": active_units(mean),
+    }
 
 
 class ELBO(Objective):
