@@ -19,8 +19,10 @@ from sklearn.utils import check_random_state
 
 __all__ = [
     "DEVICE_CONSTRAINT",
+    "check_finite_rows",
     "compute_dtype",
     "iter_row_chunks",
+    "limited_threads",
     "make_generator",
     "map_row_chunks",
     "numpy_dtype",
@@ -29,6 +31,7 @@ __all__ = [
     "seeded_module_init",
     "to_numpy",
     "to_tensor",
+    "unchanged_on_error",
 ]
 
 #: The ``_parameter_constraints`` entry every estimator uses for ``device``.
@@ -254,6 +257,123 @@ def seeded_module_init(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         yield
+
+
+@contextlib.contextmanager
+def limited_threads(n_threads: int | None) -> Iterator[None]:
+    """Run torch's CPU operations on at most ``n_threads`` threads, then restore.
+
+    Operations on small tensors finish before a thread pool wakes up; on a
+    machine with more threads than idle cores, OpenMP's spinning workers then
+    make them many times slower (scikit-learn's KMeans limits its BLAS
+    threads for the same reason). torch's setting is process-wide, so the
+    previous value is put back on exit.
+
+    Parameters
+    ----------
+    n_threads : int or None
+        None leaves the setting alone.
+
+    Examples
+    --------
+    >>> before = torch.get_num_threads()
+    >>> with limited_threads(1):
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == before
+    True
+    """
+    previous = torch.get_num_threads()
+    if n_threads is None or n_threads >= previous:
+        yield
+        return
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def unchanged_on_error(estimator: Any) -> Iterator[None]:
+    """Put back every attribute of ``estimator``, network weights included, on error.
+
+    A failed fit must leave an estimator unfitted or in its last good state,
+    never half-updated: not a new ``n_features_in_`` beside old parameters, and
+    not networks that a warm start trained in place before the error. The
+    attributes are saved by reference, the state of each ``torch.nn.Module``
+    among them by value. ``KeyboardInterrupt`` counts as an error here: code
+    that wants to keep a partial result (the training engine) catches it
+    itself.
+
+    Parameters
+    ----------
+    estimator : object
+
+    Examples
+    --------
+    >>> class Box:
+    ...     pass
+    >>> box = Box()
+    >>> box.layer = torch.nn.Linear(1, 1)
+    >>> weight = box.layer.weight.detach().clone()
+    >>> try:
+    ...     with unchanged_on_error(box):
+    ...         box.n_features_in_ = 5
+    ...         _ = box.layer.weight.data.fill_(7.0)
+    ...         raise ValueError("bad data")
+    ... except ValueError:
+    ...     pass
+    >>> hasattr(box, "n_features_in_"), bool(torch.equal(box.layer.weight, weight))
+    (False, True)
+    """
+    saved = dict(vars(estimator))
+    weights = {
+        name: {key: value.detach().clone() for key, value in module.state_dict().items()}
+        for name, module in saved.items()
+        if isinstance(module, torch.nn.Module)
+    }
+    try:
+        yield
+    except BaseException:
+        vars(estimator).clear()
+        vars(estimator).update(saved)
+        for name, state in weights.items():
+            saved[name].load_state_dict(state)
+        raise
+
+
+def check_finite_rows(finite: np.ndarray, X: np.ndarray, estimator: Any) -> None:
+    """Raise a ValueError that explains why some rows gave non-finite results.
+
+    With finite inputs and finite fitted parameters, a non-finite result can
+    only come from a row so far from what the estimator was fitted on that an
+    intermediate (a squared distance, an exponential) overflows the dtype.
+
+    Parameters
+    ----------
+    finite : ndarray of bool of shape (n_samples,)
+        Whether each row's result is finite.
+    X : ndarray of shape (n_samples, n_features)
+        The validated input.
+    estimator : object
+        Named in the message.
+
+    Raises
+    ------
+    ValueError
+        If any entry of ``finite`` is False.
+    """
+    n_bad = finite.size - int(np.count_nonzero(finite))
+    if n_bad:
+        raise ValueError(
+            f"{n_bad} of {finite.size} rows of X gave non-finite results in "
+            f"{type(estimator).__name__}: they are too far from the data it was "
+            f"fitted on for {X.dtype} arithmetic (the largest absolute value in "
+            f"X is {np.abs(X).max():.3g}). Check that X is on the scale of the "
+            "training data and transformed as they were; score_samples gives "
+            "such rows a log-density of -inf."
+        )
 
 
 def iter_row_chunks(n_samples: int, chunk_size: int) -> Iterator[slice]:

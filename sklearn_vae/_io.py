@@ -2,23 +2,37 @@
 
 The command line takes tables as CSV or Parquet files (read with pandas, so the
 column names reach the estimator as ``feature_names_in_``) or as ``.npy``
-arrays. Everything that can be wrong with such a file is caught here and
-reported as a :class:`DataFileError` whose message is one line that names the
-file and the offending columns, so that the command line can print it without a
-traceback.
+arrays. A CSV file may lack a header row: :func:`csv_has_header` tells which
+(a first row of numbers is data), and a headerless table is read as a plain
+array, so no row is lost. Everything that can be wrong with such a file is
+caught here and reported as a :class:`DataFileError` whose message is one line
+that names the file and the offending columns, so that the command line can
+print it without a traceback.
+
+Every file is written through :func:`atomic_write`: to a temporary file in the
+destination's folder, flushed and fsync'd, then renamed over the destination,
+so that a failed or killed write never leaves partial content under the final
+name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import csv
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 __all__ = [
     "DataFileError",
     "SUPPORTED_SUFFIXES",
+    "atomic_write",
+    "check_writable",
+    "csv_has_header",
     "format_names",
     "read_data",
     "write_data",
@@ -75,20 +89,72 @@ def format_names(names: Sequence[Any]) -> str:
     return shown
 
 
-def read_data(path: str | Path) -> Any:
+def _is_number(field: str) -> bool:
+    # What read_data accepts as a value: numbers (nan and inf included) and
+    # the booleans pandas reads as a bool column.
+    text = field.strip()
+    if text.lower() in ("true", "false"):
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def csv_has_header(path: str | Path) -> bool:
+    """Tell whether a CSV file's first row is a header.
+
+    The first non-blank row is data when each of its non-empty fields is a
+    number (so a ``numpy.savetxt`` file is data from its first row); any other
+    first row holds column names.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A CSV file.
+
+    Returns
+    -------
+    bool
+        ``True`` if the first row holds column names.
+
+    Raises
+    ------
+    DataFileError
+        If the file is missing or unreadable.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"{path}: no such file.")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as file:
+            first = next((row for row in csv.reader(file) if row), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise DataFileError(f"{path}: cannot be read ({error}).") from error
+    fields = [field for field in first if field.strip()]
+    return not (fields and all(_is_number(field) for field in fields))
+
+
+def read_data(path: str | Path, *, header: bool = True) -> Any:
     """Read a numeric table from a CSV, Parquet or ``.npy`` file.
 
     Parameters
     ----------
     path : str or path-like
-        A ``.csv`` file with a header row, a ``.parquet`` file, or a ``.npy``
-        file holding a 2-D numeric array.
+        A ``.csv`` file, a ``.parquet`` file, or a ``.npy`` file holding a 2-D
+        numeric array.
+    header : bool, default=True
+        Whether a CSV file's first row holds column names
+        (:func:`csv_has_header` guesses it). Ignored for other files.
 
     Returns
     -------
     pandas.DataFrame or ndarray of shape (n_samples, n_features)
-        A DataFrame for CSV and Parquet files (the column names become the
-        estimator's ``feature_names_in_``), an ndarray for ``.npy`` files.
+        A DataFrame for Parquet files and CSV files with a header (the column
+        names become the estimator's ``feature_names_in_``), an ndarray for
+        ``.npy`` files and headerless CSV files: every row of the file is a
+        row of the result.
 
     Raises
     ------
@@ -106,8 +172,12 @@ def read_data(path: str | Path) -> Any:
             data = np.load(path, allow_pickle=False)
         else:
             pandas = _import_pandas(path)
-            reader = pandas.read_csv if suffix == ".csv" else pandas.read_parquet
-            data = reader(path)
+            if suffix == ".parquet":
+                data = pandas.read_parquet(path)
+            elif header:
+                data = pandas.read_csv(path)
+            else:
+                data = pandas.read_csv(path, header=None)
     except DataFileError:
         raise
     except Exception as error:  # the readers raise many unrelated types
@@ -117,6 +187,10 @@ def read_data(path: str | Path) -> Any:
         _check_array(data, path)
     else:
         _check_frame(data, path)
+    if suffix == ".csv" and not header:
+        # Unnamed columns: the estimator must see an array, not the integer
+        # column labels pandas invents.
+        return data.to_numpy()
     return data
 
 
@@ -165,46 +239,143 @@ def _check_frame(frame: Any, path: Path) -> None:
         )
 
 
+def _writable_mode() -> int:
+    # mkstemp creates files readable by the owner only; a written file gets
+    # the permissions a plain open() would give it.
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path) -> Iterator[IO[bytes]]:
+    """Open a binary file that replaces ``path`` only once completely written.
+
+    The content goes to a temporary file in the same folder, which is flushed,
+    fsync'd and renamed over ``path`` (``os.replace``, atomic on POSIX and
+    Windows) when the ``with`` block ends without error. If the block raises,
+    the temporary file is removed and ``path`` is left as it was; if the
+    process is killed, ``path`` is intact and only a hidden ``.NAME.*.tmp``
+    file may remain.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The destination; its folder is created if needed.
+
+    Yields
+    ------
+    file object
+        The temporary file, opened for binary writing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, _writable_mode())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    # Make the rename itself durable; folders cannot be opened on Windows.
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _default_columns(n_columns: int) -> list[str]:
+    # Not the bare numbers pandas would use: a header of numbers would read
+    # back as a row of data.
+    return [f"x{index}" for index in range(n_columns)]
+
+
 def write_data(
     path: str | Path, data: np.ndarray, columns: Sequence[str] | None = None
 ) -> None:
-    """Write an array to a CSV, Parquet or ``.npy`` file.
+    """Write an array to a CSV, Parquet or ``.npy`` file, atomically.
 
     Parameters
     ----------
     path : str or path-like
         The output file; its ending chooses the format. Its folder is created
-        if needed.
+        if needed. An existing file is replaced only once the new one is
+        completely written (:func:`atomic_write`).
     data : array-like of shape (n_samples,) or (n_samples, n_columns)
         The values to write. A 1-D array is written as one column.
     columns : sequence of str, default=None
-        Column names for CSV and Parquet files; ``None`` numbers the columns.
-        Ignored for ``.npy`` files, which hold the bare array.
+        Column names for CSV and Parquet files; ``None`` names them ``x0``,
+        ``x1``, ... Ignored for ``.npy`` files, which hold the bare array.
 
     Raises
     ------
     DataFileError
-        If the ending is unsupported or the file cannot be written.
+        If the ending is unsupported or the file cannot be written (an
+        unwritable folder, a full disk); ``path`` is then unchanged.
     """
     path = Path(path)
     suffix = _suffix(path)
     array = np.asarray(data)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if suffix == ".npy":
-            np.save(path, array)
-            return
+    frame = None
+    if suffix != ".npy":
         pandas = _import_pandas(path)
-        frame = pandas.DataFrame(
-            array.reshape(array.shape[0], -1),
-            columns=None if columns is None else list(columns),
-        )
-        frame.columns = frame.columns.map(str)
-        if suffix == ".csv":
-            frame.to_csv(path, index=False)
-        else:
-            frame.to_parquet(path, index=False)
-    except DataFileError:
-        raise
+        table = array.reshape(array.shape[0], -1)
+        names = _default_columns(table.shape[1]) if columns is None else columns
+        frame = pandas.DataFrame(table, columns=[str(name) for name in names])
+    try:
+        with atomic_write(path) as file:
+            if frame is None:
+                np.save(file, array)
+            elif suffix == ".csv":
+                frame.to_csv(file, index=False)
+            else:
+                frame.to_parquet(file, index=False)
     except OSError as error:
-        raise DataFileError(f"{path}: cannot be written ({error.strerror}).") from error
+        raise DataFileError(
+            f"{path}: cannot be written ({error.strerror or error}); the file "
+            "was left unchanged."
+        ) from error
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail early if ``path`` cannot be written, before a long computation.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file to write later.
+
+    Raises
+    ------
+    DataFileError
+        If ``path`` is a folder, or its nearest existing parent folder is not
+        a writable folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DataFileError(f"{path}: cannot be written (it is a folder).")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DataFileError(f"{path}: cannot be written ({parent} is not a folder).")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DataFileError(
+            f"{path}: cannot be written (no permission to write in {parent})."
+        )

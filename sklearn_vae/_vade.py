@@ -43,8 +43,10 @@ from ._backend import (
     seed_from_random_state,
     to_numpy,
     to_tensor,
+    unchanged_on_error,
 )
 from .mixture import EMGaussianMixture
+from .mixture._statistics import stepwise_step_size
 from .neural._base import NeuralEstimatorBase, derive_seed
 from .neural._engine import Callback, Objective, TrainingData, TrainingEngine
 from .neural._mine import InfoMax
@@ -457,7 +459,16 @@ class VariationalGMMPrior(
                 config,
                 seed=derive_seed(seed, _PRETRAIN_STREAM),
             )
-            self.pretrain_history_ = engine.fit(data).history
+            result = engine.fit(data)
+            if result.interrupted:
+                # A pretrained autoencoder without its mixture is no model to
+                # keep: Ctrl-C abandons the fit (the estimator is left as it
+                # was) instead of going on to the joint training.
+                raise KeyboardInterrupt(
+                    "VariationalGMMPrior.fit was interrupted during pretraining; "
+                    "the estimator was left as it was before the call."
+                )
+            self.pretrain_history_ = result.history
         if isinstance(model.decoder, GaussianDecoder):
             _fit_decoder_variance(model, data.X)
         codes = _encoder_means(model, data.X)
@@ -530,13 +541,16 @@ class VariationalGMMPrior(
             If the loss becomes NaN or infinite; the estimator is unchanged.
         """
         epochs_before = self.n_iter_ if self.warm_start and hasattr(self, "n_iter_") else 0
-        self._fit(X, incremental=False)
-        # Each epoch set the prior from all the data: a later partial_fit
-        # starts its running statistics afresh.
-        vars(self).pop("_prior_statistics", None)
-        self.converged_ = self.n_iter_ - epochs_before < self.max_iter
-        self.labels_ = self.predict(X)
-        self.lower_bound_ = self.score(X)
+        # The labels and the bound belong to the fit: if computing them fails,
+        # the estimator must not keep new networks beside old labels.
+        with unchanged_on_error(self):
+            self._fit(X, incremental=False)
+            # Each epoch set the prior from all the data: a later partial_fit
+            # starts its running statistics afresh.
+            vars(self).pop("_prior_statistics", None)
+            self.converged_ = self.n_iter_ - epochs_before < self.max_iter
+            self.labels_ = self.predict(X)
+            self.lower_bound_ = self.score(X)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -570,30 +584,34 @@ class VariationalGMMPrior(
         -------
         self : VariationalGMMPrior
         """
-        self._fit(X, incremental=True)
-        X = self._check_inference_input(X)
-        model = self._fitted_model()
-        statistics = _batch_statistics(model, X)
-        previous = getattr(self, "_prior_statistics", None)
-        if previous is None:
-            self._n_stepwise_updates = 0
-        else:
-            step = (self._n_stepwise_updates + 2.0) ** -self.stepwise_decay
-            statistics = MixtureStatistics(**previous).blend(statistics, step)
-            self._n_stepwise_updates += 1
-        model.prior.maximization_step(
-            statistics, weight_concentration_prior=self.weight_concentration_prior
-        )
-        self._prior_statistics = dataclasses.asdict(statistics)
-        self._store_model(model)
+        with unchanged_on_error(self):
+            self._fit(X, incremental=True)
+            X = self._check_inference_input(X)
+            model = self._fitted_model()
+            # Under a process group, the batches of every rank.
+            statistics = _batch_statistics(model, X).all_reduce()
+            previous = getattr(self, "_prior_statistics", None)
+            if previous is None:
+                self._n_stepwise_updates = 0
+            else:
+                step = stepwise_step_size(self._n_stepwise_updates, self.stepwise_decay)
+                statistics = MixtureStatistics(**previous).blend(statistics, step)
+                self._n_stepwise_updates += 1
+            model.prior.maximization_step(
+                statistics, weight_concentration_prior=self.weight_concentration_prior
+            )
+            self._prior_statistics = dataclasses.asdict(statistics)
+            self._store_model(model)
         return self
 
     # -- inference ---------------------------------------------------------------
-    def _encoded_map(self, function: Any, X: Any) -> np.ndarray:
+    def _encoded_map(self, function: Any, X: Any, log_density: bool = False) -> np.ndarray:
         """Apply ``function(model, rows)`` to validated ``X`` in chunks."""
         X = self._check_inference_input(X)
         width = max(self._widest_layer(self.latent_dim), self.latent_dim * self.n_components)
-        return self._map_rows(function, X, elements_per_row=_N_SCORE_DRAWS * width)
+        return self._map_rows(
+            function, X, elements_per_row=_N_SCORE_DRAWS * width, log_density=log_density
+        )
 
     def transform(self, X: Any) -> np.ndarray:
         """Latent posterior means ``E[z|x]``.
@@ -655,9 +673,12 @@ class VariationalGMMPrior(
         Returns
         -------
         ndarray of shape (n_samples,)
+            -inf for a row so far from the training data that its bound is
+            below the dtype's range.
         """
+        check_is_fitted(self)
         seed = derive_seed(self._seed, _SCORE_STREAM)
-        return self._encoded_map(lambda model, rows: _elbo(model, rows, seed), X)
+        return self._encoded_map(lambda model, rows: _elbo(model, rows, seed), X, log_density=True)
 
     def score(self, X: Any, y: Any = None) -> float:
         """Mean evidence lower bound per row, in nats (higher is better).

@@ -481,7 +481,8 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
         log_likelihood : ndarray of shape (n_samples,)
             Nats (a log-density for 'gaussian', a log-probability for
             'bernoulli'), in the dtype of ``X``. The bound tightens as
-            ``n_importance_samples`` grows.
+            ``n_importance_samples`` grows. -inf for a row so far from the
+            training data that its estimate is below the dtype's range.
         """
         return self._log_weight_statistic(X, importance_weighted_bound)
 
@@ -529,7 +530,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
             seed_from_random_state(random_state), parameter.device
         )
         z = torch.randn(
-            (n_samples, self.n_components),
+            (int(n_samples), self.n_components),
             generator=generator,
             device=parameter.device,
             dtype=parameter.dtype,
@@ -556,6 +557,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
             lambda model, rows: statistic(log_importance_weights(model, rows, noise)),
             X,
             elements_per_row=self.n_importance_samples * self._widest_layer(self.n_components),
+            log_density=True,
         )
 
     def __sklearn_tags__(self):

@@ -8,9 +8,18 @@
     sklearn-vae score --model MODEL --data FILE [--out FILE]
     sklearn-vae sample --model MODEL [--n-samples N] [--component K] --out FILE
 
+Commands that read data take ``--header``/``--no-header`` for CSV files; by
+default a first row of numbers is data, and the command says which it assumed.
+Models are written and read in sklearn-vae's safe format (``.skvae``, see
+``sklearn_vae.save_model``), never as pickles, which run code when loaded.
+Every output is written to a temporary file and renamed into place, so a
+failure never leaves a partial file.
+
 Bad input (a missing or malformed file, an unknown or invalid parameter, data
-that does not match the model) ends with a one-line message on stderr and exit
-status 1, never a traceback; usage errors exit with status 2, as argparse does.
+that does not match the model), an unwritable output, a training that diverges
+or runs out of memory end with a one-line message on stderr and exit status 1,
+never a traceback; warnings are printed as one line each. Usage errors exit
+with status 2, as argparse does.
 """
 
 from __future__ import annotations
@@ -20,16 +29,25 @@ import ast
 import inspect
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator
 
 from . import __version__
-from ._io import SUPPORTED_SUFFIXES, format_names, read_data, write_data
+from ._io import (
+    SUPPORTED_SUFFIXES,
+    check_writable,
+    csv_has_header,
+    format_names,
+    read_data,
+    write_data,
+)
+from ._model_file import MODEL_SUFFIX, load_model, save_model
 from ._vade import VariationalGMMPrior
 from ._vae import VAETransformer
 from .mixture import EMGaussianMixture
@@ -85,13 +103,10 @@ def _make_estimator(model: str, params: Sequence[str]) -> BaseEstimator:
 def _load_model(path: str) -> BaseEstimator:
     if not Path(path).is_file():
         raise CommandLineError(f"{path}: no such model file.")
-    try:
-        model = joblib.load(path)
-    except Exception as error:  # unpickling raises many unrelated types
-        raise CommandLineError(
-            f"{path}: cannot be loaded as a model ({type(error).__name__}: {error})."
-        ) from error
-    if not isinstance(model, BaseEstimator) or not hasattr(model, "n_features_in_"):
+    # load_model refuses pickles and anything else that is not its own format
+    # with a one-line ValueError.
+    model = load_model(path)
+    if not hasattr(model, "n_features_in_"):
         raise CommandLineError(
             f"{path}: does not hold a fitted estimator; create one with "
             f"'{_PROGRAM} fit'."
@@ -99,11 +114,51 @@ def _load_model(path: str) -> BaseEstimator:
     return model
 
 
+def _read(path: str, header: bool | None) -> Any:
+    """Read a data file; for a CSV, say how its first row was taken if guessed."""
+    if Path(path).suffix.lower() != ".csv":
+        return read_data(path)
+    if header is None:
+        header = csv_has_header(path)
+        if header:
+            print(
+                f"Read the first row of {path} as column names (it is not all "
+                "numbers); pass --no-header if it is data."
+            )
+        else:
+            print(
+                f"Read {path} as having no header row (its first row is all "
+                "numbers, so it is data); pass --header if it holds column names."
+            )
+    return read_data(path, header=header)
+
+
+def _check_model_path(path: str) -> None:
+    if Path(path).suffix.lower() != MODEL_SUFFIX:
+        raise CommandLineError(
+            f"--out {path}: model files are written in sklearn-vae's safe format and "
+            f"end in {MODEL_SUFFIX} (joblib and pickle files can run code when "
+            f"loaded); use e.g. --out {Path(path).with_suffix(MODEL_SUFFIX)}."
+        )
+    check_writable(path)
+
+
+def _named_like_model(values: np.ndarray, names: np.ndarray) -> Any:
+    # The model was fitted with column names: give it them, so that it does
+    # not warn that the data has none.
+    try:
+        import pandas
+    except ImportError:
+        return values
+    return pandas.DataFrame(values, columns=list(names))
+
+
 def _matching_data(model: BaseEstimator, data: Any, path: str) -> Any:
     """Check ``data`` against the features the model was fitted on.
 
-    Named columns are matched by name (and put in the model's order); an
-    unnamed array must have the model's number of columns.
+    Named columns are matched by name (and put in the model's order); unnamed
+    columns, or columns given to a model fitted without names, are matched by
+    position and must be as many as the model's features.
     """
     names = getattr(model, "feature_names_in_", None)
     columns = getattr(data, "columns", None)
@@ -127,8 +182,20 @@ def _matching_data(model: BaseEstimator, data: Any, path: str) -> Any:
             f"feature mismatch: {path} has {n_columns} column(s) but the model was "
             f"fitted on {model.n_features_in_} feature(s)."
         )
-    # A model fitted without names takes a plain array (no spurious warning).
-    return data.to_numpy() if columns is not None else data
+    if names is not None:
+        print(
+            f"{path} has no column names: its columns are taken, in order, as the "
+            f"model's features {format_names(list(names))}."
+        )
+        return _named_like_model(data, names)
+    if columns is not None:
+        print(
+            f"The model was fitted without column names: the columns of {path} "
+            "are taken in order."
+        )
+        # A model fitted without names takes a plain array (no spurious warning).
+        return data.to_numpy()
+    return data
 
 
 def _require_method(model: BaseEstimator, method: str, command: str) -> None:
@@ -146,13 +213,14 @@ def _command_demo(args: argparse.Namespace) -> None:
 
 
 def _command_fit(args: argparse.Namespace) -> None:
+    # Refuse a bad output before a fit that may take long.
+    _check_model_path(args.out)
     estimator = _make_estimator(args.model, args.param)
-    data = read_data(args.data)
+    data = _read(args.data, args.header)
     started = time.perf_counter()
     estimator.fit(data)
     elapsed = time.perf_counter() - started
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    joblib.dump(estimator, args.out)
+    save_model(estimator, args.out)
     print(
         f"Fitted {type(estimator).__name__} on {data.shape[0]} samples x "
         f"{data.shape[1]} features in {elapsed:.2f} s; saved to {args.out}"
@@ -160,9 +228,11 @@ def _command_fit(args: argparse.Namespace) -> None:
 
 
 def _model_and_data(args: argparse.Namespace, method: str) -> tuple[Any, Any]:
+    if args.out is not None:
+        check_writable(args.out)
     model = _load_model(args.model)
     _require_method(model, method, args.command)
-    return model, _matching_data(model, read_data(args.data), args.data)
+    return model, _matching_data(model, _read(args.data, args.header), args.data)
 
 
 def _write(path: str, values: np.ndarray, columns: Sequence[str]) -> None:
@@ -203,6 +273,7 @@ def _command_score(args: argparse.Namespace) -> None:
 
 
 def _command_sample(args: argparse.Namespace) -> None:
+    check_writable(args.out)
     model = _load_model(args.model)
     _require_method(model, "sample", args.command)
     if args.component is None:
@@ -230,6 +301,18 @@ def _command_sample(args: argparse.Namespace) -> None:
     _write(args.out, values, columns)
 
 
+def _add_header_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--header",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=(
+            "whether the first row of a CSV file holds column names (default: "
+            "it does unless every field in it is a number); ignored for other files"
+        ),
+    )
+
+
 def _add_apply_command(
     subparsers: Any, name: str, help_text: str, *, out_required: bool = True
 ) -> argparse.ArgumentParser:
@@ -238,11 +321,12 @@ def _add_apply_command(
         "--model",
         required=True,
         metavar="FILE",
-        help="a model file written by 'sklearn-vae fit'",
+        help=f"a model file written by 'sklearn-vae fit' ({MODEL_SUFFIX})",
     )
     parser.add_argument(
         "--data", required=True, metavar="FILE", help=f"the input table ({_FILE_TYPES})"
     )
+    _add_header_option(parser)
     parser.add_argument(
         "--out",
         required=out_required,
@@ -302,10 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
     fit = subparsers.add_parser(
         "fit",
         help="fit a model on a data file and save it",
-        description="Fit a model on a data file and save it with joblib.",
+        description=(
+            "Fit a model on a data file and save it in sklearn-vae's safe model "
+            f"format ({MODEL_SUFFIX}: JSON and arrays with checksums, which cannot "
+            "run code when loaded)."
+        ),
         epilog=(
             "example: sklearn-vae fit gmm --data train.csv --param n_components=3 "
-            "--param covariance_type=diag --out model.joblib"
+            f"--param covariance_type=diag --out model{MODEL_SUFFIX}"
         ),
     )
     fit.add_argument(
@@ -319,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help=f"the training table ({_FILE_TYPES})",
     )
+    _add_header_option(fit)
     fit.add_argument(
         "--param",
         action="append",
@@ -331,7 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     fit.add_argument(
-        "--out", required=True, metavar="FILE", help="the model file to write (.joblib)"
+        "--out",
+        required=True,
+        metavar="FILE",
+        help=f"the model file to write (ending in {MODEL_SUFFIX})",
     )
     fit.set_defaults(handler=_command_fit)
 
@@ -360,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         required=True,
         metavar="FILE",
-        help="a model file written by 'sklearn-vae fit'",
+        help=f"a model file written by 'sklearn-vae fit' ({MODEL_SUFFIX})",
     )
     sample.add_argument(
         "--n-samples",
@@ -383,6 +475,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _print_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    print(f"{_PROGRAM}: warning: {_one_line(str(message))}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``sklearn-vae`` command.
 
@@ -395,23 +502,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         The exit status: 0 on success (and for a bare ``sklearn-vae``, which
-        prints the help), 1 for bad input, 130 when interrupted.
+        prints the help), 1 for bad input or a failed computation (one line on
+        stderr), 130 when interrupted.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    try:
-        args.handler(args)
-    except KeyboardInterrupt:
-        print(f"{_PROGRAM}: interrupted", file=sys.stderr)
-        return 130
-    # Estimators report bad parameters and data as ValueError (scikit-learn's
-    # InvalidParameterError is one) and files fail with OSError; anything else
-    # is a bug and keeps its traceback.
-    except (ValueError, OSError) as error:
-        message = " ".join(str(error).split()) or type(error).__name__
-        print(f"{_PROGRAM}: error: {message}", file=sys.stderr)
-        return 1
+    with warnings.catch_warnings():
+        warnings.showwarning = _print_warning
+        try:
+            args.handler(args)
+        except KeyboardInterrupt:
+            print(f"{_PROGRAM}: interrupted", file=sys.stderr)
+            return 130
+        # Estimators report bad parameters and data as ValueError (scikit-learn's
+        # InvalidParameterError is one), files fail with OSError, a diverging
+        # training with FloatingPointError (NonFiniteLossError); anything else is
+        # a bug and keeps its traceback.
+        except (ValueError, OSError, FloatingPointError) as error:
+            message = _one_line(str(error)) or type(error).__name__
+            print(f"{_PROGRAM}: error: {message}", file=sys.stderr)
+            return 1
+        except (MemoryError, torch.cuda.OutOfMemoryError) as error:
+            reason = _one_line(str(error)).split(". ")[0] or type(error).__name__
+            print(
+                f"{_PROGRAM}: error: out of memory ({reason}); try smaller data, "
+                "a smaller batch_size or a smaller network.",
+                file=sys.stderr,
+            )
+            return 1
     return 0

@@ -8,9 +8,10 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.datasets import load_iris
 
-from sklearn_vae import EMGaussianMixture
+from sklearn_vae import EMGaussianMixture, load_model, save_model
 from sklearn_vae.cli import build_parser, main
 
 # Small, fast settings for the neural models.
@@ -33,6 +34,15 @@ TINY_VADE = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    # Small networks run 10-100x slower when threads oversubscribe the cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def iris_csv(tmp_path_factory):
     frame = load_iris(as_frame=True).data
@@ -44,7 +54,7 @@ def iris_csv(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gmm_model(iris_csv, tmp_path_factory):
-    path = tmp_path_factory.mktemp("models") / "gmm.joblib"
+    path = tmp_path_factory.mktemp("models") / "gmm.skvae"
     assert (
         main(
             [
@@ -77,7 +87,7 @@ def run_error(argv, capsys):
 
 
 def test_fit_passes_parsed_parameters_and_keeps_column_names(gmm_model, capsys):
-    model = joblib.load(gmm_model)
+    model = load_model(gmm_model)
     assert isinstance(model, EMGaussianMixture)
     assert model.n_components == 3 and model.covariance_type == "diag"
     assert list(model.feature_names_in_)[0] == "sepal_length"
@@ -100,7 +110,7 @@ def test_predict_matches_the_estimator(gmm_model, iris_csv, tmp_path, capsys):
         == 0
     )
     assert "Wrote 150 rows x 1 columns" in capsys.readouterr().out
-    expected = joblib.load(gmm_model).predict(pd.read_csv(iris_csv))
+    expected = load_model(gmm_model).predict(pd.read_csv(iris_csv))
     np.testing.assert_array_equal(pd.read_csv(out)["label"], expected)
 
 
@@ -165,7 +175,7 @@ def test_score_prints_the_mean_and_writes_each_row(
     main(
         ["score", "--model", str(gmm_model), "--data", str(iris_csv), "--out", str(out)]
     )
-    model = joblib.load(gmm_model)
+    model = load_model(gmm_model)
     data = pd.read_csv(iris_csv)
     assert f"Mean score per sample: {model.score(data):.6g}" in capsys.readouterr().out
     np.testing.assert_allclose(pd.read_csv(out)["score"], model.score_samples(data))
@@ -200,7 +210,7 @@ def test_sample_adds_the_component_to_tables(gmm_model, tmp_path):
 def test_vae_round_trip_on_npy(tmp_path):
     X = np.random.default_rng(0).random((40, 5)).astype(np.float32)
     np.save(tmp_path / "x.npy", X)
-    model = tmp_path / "vae.joblib"
+    model = tmp_path / "vae.skvae"
     assert (
         main(
             [
@@ -228,7 +238,7 @@ def test_vae_round_trip_on_npy(tmp_path):
     )
     codes = pd.read_csv(tmp_path / "codes.csv")
     assert codes.shape == (40, 2)
-    assert list(codes.columns) == list(joblib.load(model).get_feature_names_out())
+    assert list(codes.columns) == list(load_model(model).get_feature_names_out())
     main(
         [
             "sample",
@@ -246,7 +256,7 @@ def test_vae_round_trip_on_npy(tmp_path):
 
 
 def test_vade_samples_a_chosen_component(tmp_path, iris_csv):
-    model = tmp_path / "vade.joblib"
+    model = tmp_path / "vade.skvae"
     assert (
         main(["fit", "vade", "--data", str(iris_csv), *TINY_VADE, "--out", str(model)])
         == 0
@@ -286,7 +296,7 @@ def test_component_needs_a_model_that_can_choose(gmm_model, tmp_path, capsys):
 
 def test_missing_data_file(tmp_path, capsys):
     message = run_error(
-        ["fit", "gmm", "--data", tmp_path / "nope.csv", "--out", tmp_path / "m.joblib"],
+        ["fit", "gmm", "--data", tmp_path / "nope.csv", "--out", tmp_path / "m.skvae"],
         capsys,
     )
     assert "nope.csv: no such file" in message
@@ -297,7 +307,7 @@ def test_missing_model_file(tmp_path, iris_csv, capsys):
         [
             "predict",
             "--model",
-            tmp_path / "nope.joblib",
+            tmp_path / "nope.skvae",
             "--data",
             iris_csv,
             "--out",
@@ -309,12 +319,12 @@ def test_missing_model_file(tmp_path, iris_csv, capsys):
 
 
 def test_model_file_that_is_not_a_model(tmp_path, iris_csv, capsys):
-    (tmp_path / "junk.joblib").write_text("junk")
+    (tmp_path / "junk.skvae").write_text("junk")
     message = run_error(
         [
             "predict",
             "--model",
-            tmp_path / "junk.joblib",
+            tmp_path / "junk.skvae",
             "--data",
             iris_csv,
             "--out",
@@ -322,13 +332,13 @@ def test_model_file_that_is_not_a_model(tmp_path, iris_csv, capsys):
         ],
         capsys,
     )
-    assert "cannot be loaded as a model" in message
-    joblib.dump({"not": "an estimator"}, tmp_path / "dict.joblib")
+    assert "not a sklearn-vae model file" in message
+    save_model(EMGaussianMixture(), tmp_path / "unfitted.skvae")
     message = run_error(
         [
             "predict",
             "--model",
-            tmp_path / "dict.joblib",
+            tmp_path / "unfitted.skvae",
             "--data",
             iris_csv,
             "--out",
@@ -344,7 +354,7 @@ def test_non_numeric_column_is_named(tmp_path, capsys):
         tmp_path / "d.csv", index=False
     )
     message = run_error(
-        ["fit", "gmm", "--data", tmp_path / "d.csv", "--out", tmp_path / "m.joblib"],
+        ["fit", "gmm", "--data", tmp_path / "d.csv", "--out", tmp_path / "m.skvae"],
         capsys,
     )
     assert "non-numeric column(s) 'city'" in message
@@ -355,7 +365,7 @@ def test_missing_values_are_counted(tmp_path, capsys):
         tmp_path / "d.csv", index=False
     )
     message = run_error(
-        ["fit", "gmm", "--data", tmp_path / "d.csv", "--out", tmp_path / "m.joblib"],
+        ["fit", "gmm", "--data", tmp_path / "d.csv", "--out", tmp_path / "m.skvae"],
         capsys,
     )
     assert "2 row(s) have missing values, in column(s) 'a', 'b'" in message
@@ -424,7 +434,7 @@ def test_unknown_parameter_lists_the_valid_ones(iris_csv, tmp_path, capsys):
             "--param",
             "n_clusters=3",
             "--out",
-            tmp_path / "m.joblib",
+            tmp_path / "m.skvae",
         ],
         capsys,
     )
@@ -442,7 +452,7 @@ def test_invalid_value_is_reported_by_the_estimator(iris_csv, tmp_path, capsys):
             "--param",
             "covariance_type=round",
             "--out",
-            tmp_path / "m.joblib",
+            tmp_path / "m.skvae",
         ],
         capsys,
     )
@@ -459,7 +469,7 @@ def test_param_without_equals_sign(iris_csv, tmp_path, capsys):
             "--param",
             "n_components",
             "--out",
-            tmp_path / "m.joblib",
+            tmp_path / "m.skvae",
         ],
         capsys,
     )
@@ -478,7 +488,7 @@ def test_multi_line_estimator_errors_become_one_line(iris_csv, tmp_path, capsys)
             "--param",
             "n_components=5",
             "--out",
-            tmp_path / "m.joblib",
+            tmp_path / "m.skvae",
         ],
         capsys,
     )
@@ -502,7 +512,7 @@ def test_every_command_has_help(command, capsys):
 
 def test_usage_errors_exit_with_status_2(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "svm", "--data", "x.csv", "--out", "m.joblib"])
+        main(["fit", "svm", "--data", "x.csv", "--out", "m.skvae"])
     assert exit_info.value.code == 2
 
 
@@ -517,7 +527,7 @@ def test_python_dash_m_runs_the_command_line():
             "--data",
             "missing.csv",
             "--out",
-            "m.joblib",
+            "m.skvae",
         ],
         capture_output=True,
         text=True,
@@ -529,3 +539,235 @@ def test_python_dash_m_runs_the_command_line():
 def test_console_script_points_at_main():
     (script,) = entry_points(group="console_scripts", name="sklearn-vae")
     assert script.load() is main
+
+
+# -- header rows and row counts ----------------------------------------------------
+N_ROWS = 200
+
+
+@pytest.fixture(scope="module")
+def table():
+    return np.random.default_rng(0).normal(size=(N_ROWS, 3))
+
+
+def write_input(kind, table, folder):
+    """``table`` as an input file of the given kind; return its path."""
+    names = ["a", "b", "c"]
+    if kind == "csv-header":
+        path = folder / "header.csv"
+        pd.DataFrame(table, columns=names).to_csv(path, index=False)
+    elif kind == "csv-no-header":
+        path = folder / "savetxt.csv"
+        np.savetxt(path, table, delimiter=",")
+    elif kind == "parquet":
+        path = folder / "data.parquet"
+        pd.DataFrame(table, columns=names).to_parquet(path)
+    else:
+        path = folder / "data.npy"
+        np.save(path, table)
+    return path
+
+
+def test_headerless_csv_keeps_its_first_row(table, tmp_path, capsys):
+    path = write_input("csv-no-header", table, tmp_path)
+    model = tmp_path / "m.skvae"
+    assert main(["fit", "gmm", "--data", str(path), "--out", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert f"on {N_ROWS} samples x 3 features" in out
+    assert "no header row" in out and "pass --header" in out
+    assert not hasattr(load_model(model), "feature_names_in_")
+
+
+def test_header_is_detected_and_named(table, tmp_path, capsys):
+    path = write_input("csv-header", table, tmp_path)
+    assert (
+        main(["fit", "gmm", "--data", str(path), "--out", str(tmp_path / "m.skvae")])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert f"on {N_ROWS} samples" in out
+    assert "first row of" in out and "as column names" in out and "--no-header" in out
+    assert list(load_model(tmp_path / "m.skvae").feature_names_in_) == ["a", "b", "c"]
+
+
+def test_header_options_override_the_guess(tmp_path, capsys):
+    # Column names that are numbers (years) look like data: --header says not.
+    path = tmp_path / "years.csv"
+    path.write_text("2019,2020\n1.0,2.0\n3.0,4.5\n5.0,6.0\n")
+    model = tmp_path / "m.skvae"
+    main(["fit", "gmm", "--data", str(path), "--header", "--out", str(model)])
+    out = capsys.readouterr().out
+    assert "on 3 samples" in out and "header row" not in out
+    assert list(load_model(model).feature_names_in_) == ["2019", "2020"]
+    main(["fit", "gmm", "--data", str(path), "--no-header", "--out", str(model)])
+    assert "on 4 samples" in capsys.readouterr().out
+    assert not hasattr(load_model(model), "feature_names_in_")
+
+
+def test_header_options_are_offered_by_every_command_that_reads_data():
+    parser = build_parser()
+    for command in ["fit gmm", "transform", "predict", "predict-proba", "score"]:
+        args = command.split() + ["--data", "x.csv", "--no-header", "--out", "o.csv"]
+        if command != "fit gmm":
+            args += ["--model", "m.skvae"]
+        assert parser.parse_args(args).header is False
+
+
+@pytest.fixture(scope="module")
+def fitted_on(table, tmp_path_factory):
+    """Each input kind's file and a mixture fitted on it by the command line."""
+    files = {}
+    for kind in ["csv-header", "csv-no-header", "parquet", "npy"]:
+        folder = tmp_path_factory.mktemp(kind)
+        data, model = write_input(kind, table, folder), folder / "m.skvae"
+        argv = ["fit", "gmm", "--data", str(data), "--param", "n_components=2"]
+        assert main([*argv, "--param", "random_state=0", "--out", str(model)]) == 0
+        files[kind] = data, model
+    return files
+
+
+@pytest.mark.parametrize("kind", ["csv-header", "csv-no-header", "parquet", "npy"])
+@pytest.mark.parametrize(
+    "command, width",
+    [("predict", 1), ("predict-proba", 2), ("transform", 2), ("score", 1)],
+)
+@pytest.mark.parametrize("out_suffix", [".csv", ".parquet", ".npy"])
+def test_one_output_row_per_input_row(
+    kind, command, width, out_suffix, table, fitted_on, tmp_path, capsys
+):
+    data, model = fitted_on[kind]
+    out = tmp_path / f"out{out_suffix}"
+    assert (
+        main([command, "--model", str(model), "--data", str(data), "--out", str(out)])
+        == 0
+    )
+    assert f"Wrote {N_ROWS} rows" in capsys.readouterr().out
+    if out_suffix == ".npy":
+        values = np.load(out)
+    elif out_suffix == ".parquet":
+        values = pd.read_parquet(out).to_numpy()
+    else:
+        values = pd.read_csv(out).to_numpy()
+    assert values.reshape(N_ROWS, -1).shape == (N_ROWS, width)
+    gmm = load_model(model)
+    named = hasattr(gmm, "feature_names_in_")
+    expected = {
+        "predict": gmm.predict,
+        "predict-proba": gmm.predict_proba,
+        "transform": gmm.transform,
+        "score": gmm.score_samples,
+    }[command](pd.DataFrame(table, columns=["a", "b", "c"]) if named else table)
+    np.testing.assert_allclose(values.reshape(expected.shape), expected)
+
+
+def test_model_with_names_takes_a_headerless_file_by_position(table, tmp_path, capsys):
+    named = write_input("csv-header", table, tmp_path)
+    model = tmp_path / "m.skvae"
+    main(
+        [
+            "fit",
+            "gmm",
+            "--data",
+            str(named),
+            "--param",
+            "random_state=0",
+            "--out",
+            str(model),
+        ]
+    )
+    bare = write_input("csv-no-header", table, tmp_path)
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model),
+                "--data",
+                str(bare),
+                "--out",
+                str(tmp_path / "p.npy"),
+            ]
+        )
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert "taken, in order, as the model's features 'a', 'b', 'c'" in captured.out
+    assert captured.err == ""  # no warning about missing feature names
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "p.npy"), load_model(model).predict(pd.read_csv(named))
+    )
+
+
+def test_model_without_names_takes_a_named_file_by_position(table, tmp_path, capsys):
+    bare = write_input("npy", table, tmp_path)
+    model = tmp_path / "m.skvae"
+    main(
+        [
+            "fit",
+            "gmm",
+            "--data",
+            str(bare),
+            "--param",
+            "random_state=0",
+            "--out",
+            str(model),
+        ]
+    )
+    named = write_input("parquet", table[:, ::-1], tmp_path)
+    capsys.readouterr()
+    main(
+        [
+            "predict",
+            "--model",
+            str(model),
+            "--data",
+            str(named),
+            "--out",
+            str(tmp_path / "p.npy"),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert "fitted without column names" in captured.out and captured.err == ""
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "p.npy"), load_model(model).predict(table[:, ::-1])
+    )
+
+
+# -- model files ---------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["model.joblib", "model.pkl", "model"])
+def test_fit_refuses_other_model_endings_before_fitting(
+    name, iris_csv, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(EMGaussianMixture, "fit", lambda *a: pytest.fail("fitted"))
+    message = run_error(
+        ["fit", "gmm", "--data", iris_csv, "--out", tmp_path / name], capsys
+    )
+    assert "end in .skvae" in message and "can run code when loaded" in message
+    assert f"--out {tmp_path / 'model.skvae'}" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pickled_model_is_refused_with_a_way_to_convert(
+    gmm_model, iris_csv, tmp_path, capsys
+):
+    pickled = tmp_path / "old.joblib"
+    joblib.dump(load_model(gmm_model), pickled)
+    message = run_error(
+        [
+            "predict",
+            "--model",
+            pickled,
+            "--data",
+            iris_csv,
+            "--out",
+            tmp_path / "o.csv",
+        ],
+        capsys,
+    )
+    assert "pickle or joblib file" in message and "run any code" in message
+    assert "sklearn_vae.save_model(joblib.load(path)" in message
+    assert not (tmp_path / "o.csv").exists()
+    save_model(joblib.load(pickled), tmp_path / "new.skvae")
+    argv = ["predict", "--model", tmp_path / "new.skvae", "--data", iris_csv]
+    assert main([str(arg) for arg in argv] + ["--out", str(tmp_path / "o.csv")]) == 0

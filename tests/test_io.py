@@ -1,10 +1,20 @@
 """Reading and writing the command line's data files."""
 
+import errno
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from sklearn_vae._io import DataFileError, read_data, write_data
+from sklearn_vae._io import (
+    DataFileError,
+    atomic_write,
+    check_writable,
+    csv_has_header,
+    read_data,
+    write_data,
+)
 
 
 @pytest.fixture
@@ -31,10 +41,12 @@ def test_npy_round_trips_as_an_array(tmp_path):
     np.testing.assert_array_equal(data, array)
 
 
-def test_write_makes_missing_folders_and_numbers_unnamed_columns(tmp_path):
+def test_write_makes_missing_folders_and_names_unnamed_columns(tmp_path):
     path = tmp_path / "new" / "folder" / "out.csv"
     write_data(path, np.array([1, 2, 3]))
-    assert list(read_data(path).columns) == ["0"]
+    # Not "0": a header of numbers would be read back as data.
+    assert csv_has_header(path)
+    assert list(read_data(path).columns) == ["x0"]
 
 
 def test_missing_file_is_named(tmp_path):
@@ -115,3 +127,88 @@ def test_unwritable_path_is_reported(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(DataFileError, match="cannot be written"):
         write_data(tmp_path / "file" / "out.npy", np.zeros((1, 1)))
+
+
+@pytest.mark.parametrize(
+    "first_rows, header",
+    [
+        ("1,2,3\n4,5,6\n", False),
+        ("1.5e3, -2 ,nan,inf,-inf\n1,2,3,4,5\n", False),
+        ("True,False\n1,0\n", False),
+        ("1,,3\n4,5,6\n", False),
+        ('"1","2"\n3,4\n', False),
+        ("\n\n1,2\n3,4\n", False),
+        ("a,b,c\n1,2,3\n", True),
+        ("x0,1\n1,2\n", True),
+        (",a,b\n0,1,2\n", True),
+        ("\ufeffwidth,height\n1,2\n", True),
+    ],
+)
+def test_a_first_row_of_numbers_is_data(tmp_path, first_rows, header):
+    path = tmp_path / "data.csv"
+    path.write_text(first_rows, encoding="utf-8")
+    assert csv_has_header(path) is header
+
+
+def test_headerless_csv_reads_every_row_as_an_array(tmp_path):
+    array = np.random.default_rng(0).normal(size=(200, 3))
+    np.savetxt(tmp_path / "data.csv", array, delimiter=",")
+    data = read_data(tmp_path / "data.csv", header=False)
+    assert isinstance(data, np.ndarray)
+    np.testing.assert_allclose(data, array)
+    assert read_data(tmp_path / "data.csv", header=True).shape == (199, 3)
+
+
+def test_header_of_a_missing_file(tmp_path):
+    with pytest.raises(DataFileError, match="no such file"):
+        csv_has_header(tmp_path / "none.csv")
+
+
+def test_atomic_write_replaces_only_when_complete(tmp_path):
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(path) as file:
+            file.write(b"new, but")
+            raise RuntimeError("failed half-way")
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["out.bin"]
+    with atomic_write(path) as file:
+        file.write(b"new")
+    assert path.read_bytes() == b"new"
+    assert os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_atomic_write_gives_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "out.bin") as file:
+            file.write(b"x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "out.bin").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".npy"])
+def test_full_disk_leaves_the_file_unchanged(tmp_path, monkeypatch, suffix):
+    path = tmp_path / f"out{suffix}"
+    write_data(path, np.zeros((2, 2)))
+    before = path.read_bytes()
+
+    def disk_full(descriptor):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(DataFileError, match="No space left on device.*unchanged"):
+        write_data(path, np.ones((3, 2)))
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == [path.name]
+
+
+def test_check_writable(tmp_path):
+    check_writable(tmp_path / "new" / "deeper" / "out.csv")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DataFileError, match="is not a folder"):
+        check_writable(tmp_path / "file" / "out.csv")
+    with pytest.raises(DataFileError, match="it is a folder"):
+        check_writable(tmp_path)

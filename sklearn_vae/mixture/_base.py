@@ -20,10 +20,10 @@ from __future__ import annotations
 import math
 import warnings
 from abc import ABCMeta, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from numbers import Integral, Real
 from time import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,14 +46,38 @@ from sklearn.utils.validation import (
 
 from .._backend import (
     DEVICE_CONSTRAINT,
+    check_finite_rows,
     compute_dtype,
     iter_row_chunks,
+    limited_threads,
     map_row_chunks,
+    numpy_dtype,
     resolve_device,
     to_numpy,
     to_tensor,
+    unchanged_on_error,
 )
-from ._statistics import ACCUMULATION_DTYPE, SufficientStatistics
+from .._distributed import (
+    agree_on_errors,
+    all_gather_objects,
+    broadcast_object,
+    current_process_group,
+    is_main_process,
+)
+from ._data import (
+    ChunkEStep,
+    EMRows,
+    InMemoryRows,
+    StreamedRows,
+    exp_floor,
+    is_memory_mapped,
+)
+from ._statistics import (
+    ACCUMULATION_DTYPE,
+    SufficientStatistics,
+    stepwise_step_size,
+    sum_statistics,
+)
 
 __all__ = ["BaseEMMixture", "ChunkWorkspace", "workspace_rows"]
 
@@ -70,42 +94,28 @@ WeightedLogProb = Callable[[torch.Tensor], torch.Tensor]
 _AUTO_CHUNK_BYTES = 2**23
 _AUTO_CHUNK_ROWS = (256, 16384)
 
+#: An E-step of fewer multiply-adds than this runs on one thread (see
+#: ``_threads_for``): about a millisecond of arithmetic, comparable to the
+#: cost of a few dozen parallel regions on a loaded machine.
+_SMALL_PROBLEM_FLOPS = 2**24
 
-def _exp_floor(dtype: torch.dtype) -> tuple[float, float]:
-    """The floor of the E-step's log-ratios and the ratio zeroed below.
+#: In-memory data larger than this share of the free GPU memory is streamed
+#: to the GPU chunk by chunk instead of copied there whole.
+_DEVICE_SHARE = 0.5
 
-    ``exp`` of an argument at least ``log_floor`` is a normal number even
-    after division by a few thousand; ratios at or below ``resp_floor``, the
-    clamped ones included, are set to zero (they are below 1e-300 in float64
-    and 1e-33 in float32, where scikit-learn's exp underflows too).
+
+def is_dask_array(X: Any) -> bool:
+    """True for a :class:`dask.array.Array` (without importing dask).
+
+    Parameters
+    ----------
+    X : object
+
+    Returns
+    -------
+    bool
     """
-    log_tiny = math.log(torch.finfo(dtype).tiny)
-    return log_tiny + 10.0, math.exp(log_tiny + 11.0)
-
-
-class _Centred(NamedTuple):
-    data: torch.Tensor
-    shift: torch.Tensor
-
-
-def _centred(X: torch.Tensor, weights: torch.Tensor, chunk_size: int) -> _Centred:
-    """``X`` minus its weighted mean, the subtraction done in float64.
-
-    float64 data is centred in one operation (out of place: ``X`` may share
-    memory with the caller's array). Other data is widened chunk by chunk, so
-    no float64 copy of the whole data set is made, then allocated, filled and
-    thrown away on every fit.
-    """
-    if X.dtype == ACCUMULATION_DTYPE:
-        shift = (weights @ X) / weights.sum()
-        return _Centred(X - shift, shift)
-    chunks = list(iter_row_chunks(X.shape[0], chunk_size))
-    shift = sum(weights[rows] @ X[rows].to(ACCUMULATION_DTYPE) for rows in chunks)
-    shift = shift / weights.sum()
-    centred = torch.empty_like(X)
-    for rows in chunks:
-        centred[rows] = X[rows].to(ACCUMULATION_DTYPE) - shift
-    return _Centred(centred, shift)
+    return type(X).__module__.startswith("dask.") and hasattr(X, "map_blocks")
 
 
 class ChunkWorkspace:
@@ -170,7 +180,7 @@ class BaseEMMixture(
 
     Not for direct use: subclasses define the component family through the
     template methods ``_check_initial_parameters``, ``_parameters_from_init``,
-    ``_weighted_log_prob_function``, ``_weighted_scatter``, ``_m_step``,
+    ``_weighted_log_prob_function``, ``_weighted_moments``, ``_m_step``,
     ``_shift_means``, ``_fitted_parameters``, ``_set_fitted_parameters``,
     ``_component_cholesky`` and ``_n_parameters``.
     """
@@ -193,6 +203,7 @@ class BaseEMMixture(
             Interval(Integral, 1, None, closed="left"),
             StrOptions({"auto"}),
         ],
+        "stepwise_decay": [Interval(Real, 0.5, 1.0, closed="right")],
     }
 
     def __init__(
@@ -209,6 +220,7 @@ class BaseEMMixture(
         verbose_interval: int,
         device: str | torch.device,
         batch_size: int | str,
+        stepwise_decay: float,
     ) -> None:
         self.n_components = n_components
         self.tol = tol
@@ -222,6 +234,7 @@ class BaseEMMixture(
         self.verbose_interval = verbose_interval
         self.device = device
         self.batch_size = batch_size
+        self.stepwise_decay = stepwise_decay
 
     # ------------------------------------------------------------------ #
     # Template methods
@@ -260,13 +273,18 @@ class BaseEMMixture(
         """
 
     @abstractmethod
-    def _weighted_scatter(
+    def _weighted_moments(
         self,
         X: torch.Tensor,
         weighted_resp: torch.Tensor,
         workspace: ChunkWorkspace | None = None,
-    ) -> torch.Tensor:
-        """Second-moment sums of one chunk (see SufficientStatistics)."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """First- and second-moment sums of one chunk (see SufficientStatistics).
+
+        With a workspace, called right after the log-probabilities of the
+        same chunk were computed with it, so buffers the E-step filled may be
+        read.
+        """
 
     @abstractmethod
     def _m_step(self, statistics: SufficientStatistics) -> Any:
@@ -307,6 +325,13 @@ class BaseEMMixture(
         ``warm_start=True``, ``n_init`` is ignored after the first call and
         fitting continues from the previous solution.
 
+        ``X`` may also be a ``numpy.memmap`` (read chunk by chunk, never
+        copied), a :class:`dask.array.Array` (exact EM where its blocks
+        live), or, inside an initialised ``torch.distributed`` process group,
+        this rank's shard of the data (the statistics are all-reduced, so
+        every rank ends with the model of all the shards); see the user
+        guide's section on scaling out.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
@@ -322,7 +347,8 @@ class BaseEMMixture(
         self : object
             The fitted mixture.
         """
-        self._fit(X, sample_weight, predict=False)
+        with unchanged_on_error(self):
+            self._fit(X, sample_weight, predict=False)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -346,53 +372,119 @@ class BaseEMMixture(
         Returns
         -------
         labels : ndarray of shape (n_samples,)
-            Component labels.
+            Component labels (a Dask array for Dask input).
         """
-        return self._fit(X, sample_weight, predict=True)
+        with unchanged_on_error(self):
+            if is_dask_array(X):
+                self._fit(X, sample_weight, predict=False)
+                return self.predict(X)
+            return self._fit(X, sample_weight, predict=True)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(
+        self, X: Any, y: Any = None, sample_weight: Any = None
+    ) -> BaseEMMixture:
+        """Update the model with one mini-batch by stepwise (online) EM.
+
+        The first call (on an unfitted mixture) initialises the parameters
+        from its batch with ``init_params`` (or the ``*_init`` arrays).
+        Every call then makes one E-step on the batch and moves the running
+        sufficient statistics towards the batch's, per unit of weight::
+
+            s <- (1 - eta_t) s + eta_t s_batch,    eta_t = (t + 2) ** -stepwise_decay
+
+        with ``t`` the number of updates so far (``n_steps_``), followed by
+        the M-step from ``s`` (Cappe & Moulines 2009; Liang & Klein 2009).
+        After :meth:`fit`, it continues from the fitted model and the
+        statistics of its last E-step. ``n_init`` and ``max_iter`` do not
+        apply; one pass over a stream in batches of 10,000 rows of
+        well-separated clusters ends close to the full-batch fit (see the
+        user guide).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The batch. The first batch needs at least ``n_components`` rows.
+        y : Ignored
+            Not used, present for API consistency by convention.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the batch's samples.
+
+        Returns
+        -------
+        self : object
+            The updated mixture.
+        """
+        with unchanged_on_error(self), limited_threads(self._threads_for(X)):
+            self._partial_fit(X, sample_weight)
+        return self
+
+    def _partial_fit(self, X: Any, sample_weight: Any) -> None:
+        first = not hasattr(self, "means_")
+        if first:
+            rows = self._fit_rows(X, sample_weight, reset=True)
+            initial = self._check_initial_parameters(rows.n_features)
+            random_state = broadcast_object(check_random_state(self.random_state))
+            parameters, running = self._initial_parameters(rows, initial, random_state)
+            n_steps, lower_bounds = 0, []
+        else:
+            shift = to_tensor(self._running_shift, resolve_device(self.device), ACCUMULATION_DTYPE)
+            rows = self._fit_rows(X, sample_weight, reset=False, shift=shift)
+            parameters = self._shift_means(self._fitted_parameters(rows.device), -rows.shift)
+            running = (
+                None
+                if self._running_statistics is None
+                else SufficientStatistics.from_numpy(self._running_statistics, rows.device)
+            )
+            n_steps, lower_bounds = self.n_steps_, list(self.lower_bounds_)
+        batch = rows.sum_statistics(ChunkEStep(self, parameters, rows.dtype))
+        lower_bound = batch.mean_log_likelihood
+        if not np.isfinite(lower_bound):
+            raise ValueError(
+                f"EM produced a non-finite log-likelihood ({lower_bound}) on this "
+                "batch. Scale the input data, increase reg_covar, or decrease "
+                "n_components."
+            )
+        batch = batch.per_unit_weight()
+        if running is None:
+            running = batch
+        else:
+            running = running.blend(batch, stepwise_step_size(n_steps, self.stepwise_decay))
+        parameters = self._m_step(running)
+        # Every attribute is set after the last step that can fail.
+        self._set_fitted_parameters(self._shift_means(parameters, rows.shift), rows.X_dtype)
+        self._store_running_statistics(running, rows.shift)
+        self.n_steps_ = n_steps + 1
+        self.lower_bound_ = lower_bound
+        self.lower_bounds_ = lower_bounds + [lower_bound]
 
     def _fit(self, X: Any, sample_weight: Any, predict: bool) -> np.ndarray | None:
         """Fit; with ``predict``, also return the labels of the training rows."""
-        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
-        n_samples, n_features = X.shape
-        if n_samples < self.n_components:
-            raise ValueError(
-                "Expected n_samples >= n_components "
-                f"but got n_components = {self.n_components}, "
-                f"n_samples = {n_samples}. Fit on more samples or decrease "
-                "n_components."
-            )
-        sample_weight = self._check_sample_weight(sample_weight, X)
-        initial = self._check_initial_parameters(n_features)
+        with limited_threads(self._threads_for(X)):
+            return self._fit_em(X, sample_weight, predict)
 
-        device = resolve_device(self.device)
-        dtype = compute_dtype(X)
-        weights = torch.as_tensor(
-            sample_weight, dtype=ACCUMULATION_DTYPE, device=device
-        )
-        # Centring once on the weighted mean keeps the M-step's second-moment
-        # expansions (sum x x^T - N mu mu^T) from cancelling.
-        chunk_size = self._chunk_size(n_features, dtype)
-        X_centred = _centred(to_tensor(X, device, dtype), weights, chunk_size)
-        shift = X_centred.shift
-        X_centred = X_centred.data
-
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
+    def _fit_em(self, X: Any, sample_weight: Any, predict: bool) -> np.ndarray | None:
+        rows = self._fit_rows(X, sample_weight, reset=True)
+        initial = self._check_initial_parameters(rows.n_features)
+        do_init = not (self.warm_start and hasattr(self, "means_"))
         n_init = self.n_init if do_init else 1
-        random_state = check_random_state(self.random_state)
+        # Every rank must draw the same initialisation.
+        random_state = broadcast_object(check_random_state(self.random_state))
+        workspace = ChunkWorkspace()
 
         best: dict[str, Any] | None = None
         for init in range(n_init):
             self._print_verbose_msg_init_beg(init)
             if do_init:
-                parameters = self._initial_parameters(
-                    X, X_centred, weights, sample_weight, initial, shift, random_state
-                )
+                parameters, _ = self._initial_parameters(rows, initial, random_state)
                 lower_bound = -np.inf
             else:
-                parameters = self._shift_means(self._fitted_parameters(device), -shift)
+                parameters = self._shift_means(
+                    self._fitted_parameters(rows.device), -rows.shift
+                )
                 lower_bound = self.lower_bound_
-            parameters, lower_bounds, converged = self._run_em(
-                X_centred, weights, parameters, lower_bound, chunk_size
+            parameters, lower_bounds, converged, statistics = self._run_em(
+                rows, parameters, lower_bound, workspace
             )
             if self.max_iter == 0:
                 # As in scikit-learn: 0 iterations returns the initialisation.
@@ -402,6 +494,7 @@ class BaseEMMixture(
                     lower_bounds=[],
                     n_iter=0,
                     converged=False,
+                    statistics=None,
                 )
                 continue
             lower_bound = lower_bounds[-1]
@@ -413,6 +506,7 @@ class BaseEMMixture(
                     lower_bounds=lower_bounds,
                     n_iter=len(lower_bounds),
                     converged=converged,
+                    statistics=statistics,
                 )
 
         if not best["converged"] and self.max_iter > 0:
@@ -428,56 +522,171 @@ class BaseEMMixture(
         labels = None
         if predict:
             log_prob = self._weighted_log_prob_function(
-                best["parameters"], dtype, ChunkWorkspace(), _exp_floor(dtype)[0]
+                best["parameters"], rows.dtype, workspace, exp_floor(rows.dtype)[0]
             )
-            labels = to_numpy(
-                torch.cat(
-                    [
-                        log_prob(X_centred[rows]).argmax(dim=1)
-                        for rows in iter_row_chunks(n_samples, chunk_size)
-                    ]
-                )
-            )
+            labels = rows.map_chunks(lambda chunk: log_prob(chunk).argmax(dim=1))
         self._set_fitted_parameters(
-            self._shift_means(best["parameters"], shift), X.dtype
+            self._shift_means(best["parameters"], rows.shift), rows.X_dtype
         )
         self.converged_ = best["converged"]
         self.n_iter_ = best["n_iter"]
         self.lower_bound_ = best["lower_bound"]
         self.lower_bounds_ = best["lower_bounds"]
+        # partial_fit continues from the statistics of the last E-step.
+        statistics = best["statistics"]
+        self._store_running_statistics(
+            None if statistics is None else statistics.per_unit_weight(), rows.shift
+        )
+        self.n_steps_ = 0
         return labels
 
-    def _check_sample_weight(self, sample_weight: Any, X: np.ndarray) -> np.ndarray:
+    def _fit_rows(
+        self,
+        X: Any,
+        sample_weight: Any,
+        *,
+        reset: bool,
+        shift: torch.Tensor | None = None,
+    ) -> EMRows:
+        """Validate the rows of a fit and place them (see ``_data.py``).
+
+        Under a process group every rank validates its shard, and an error on
+        any rank is raised on all of them, so that no rank waits forever in
+        a collective the failed one never reaches.
+        """
+        device = resolve_device(self.device)
+        if is_dask_array(X):
+            from ._dask import DaskRows
+
+            rows = DaskRows.from_estimator(self, X, sample_weight, reset=reset, shift=shift)
+        else:
+            streamed = is_memory_mapped(X)
+            X, sample_weight = agree_on_errors(
+                lambda: self._validated_shard(X, sample_weight, reset, shift)
+            )
+            rows = self._place_rows(X, sample_weight, device, streamed, shift)
+        # A first fit needs n_components rows; later partial_fit batches do not.
+        if shift is None:
+            n_positive = rows.n_positive_weights
+            if rows.n_samples < self.n_components:
+                raise ValueError(
+                    "Expected n_samples >= n_components "
+                    f"but got n_components = {self.n_components}, "
+                    f"n_samples = {rows.n_samples}. Fit on more samples or decrease "
+                    "n_components."
+                )
+            if n_positive < self.n_components:
+                raise ValueError(
+                    f"sample_weight has {n_positive} non-zero entries but "
+                    f"n_components={self.n_components}; give at least "
+                    "n_components samples a positive weight."
+                )
+        return rows
+
+    def _validated_shard(
+        self, X: Any, sample_weight: Any, reset: bool, shift: torch.Tensor | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """This process's rows and weights, validated; no collective inside."""
+        one_process = current_process_group() is None
+        X = validate_data(
+            self,
+            X,
+            dtype=[np.float64, np.float32],
+            reset=reset,
+            # A shard may hold a single row; the whole data set is checked
+            # for n_components rows after the reduction.
+            ensure_min_samples=2 if one_process and shift is None else 1,
+        )
         sample_weight = _check_sample_weight(
             sample_weight, X, dtype=np.float64, ensure_non_negative=True
         )
-        if np.count_nonzero(sample_weight) < self.n_components:
-            raise ValueError(
-                f"sample_weight has {np.count_nonzero(sample_weight)} non-zero "
-                f"entries but n_components={self.n_components}; give at least "
-                "n_components samples a positive weight."
-            )
-        return sample_weight
+        return X, sample_weight
 
-    def _chunk_size(self, n_features: int, dtype: torch.dtype) -> int:
+    def _place_rows(
+        self,
+        X: np.ndarray,
+        sample_weight: np.ndarray,
+        device: torch.device,
+        streamed: bool,
+        shift: torch.Tensor | None,
+    ) -> EMRows:
+        """Copy validated rows to the device, or stream them (see ``_data.py``)."""
+        widths = set(all_gather_objects(X.shape[1]))
+        if len(widths) > 1:
+            raise ValueError(
+                f"The ranks' shards have different numbers of features {sorted(widths)}; "
+                "every rank must pass the same columns."
+            )
+        dtype = compute_dtype(X)
+        if not streamed and device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            streamed = X.shape[0] * X.shape[1] * dtype.itemsize > _DEVICE_SHARE * free
+        rows_class = StreamedRows if streamed else InMemoryRows
+        return rows_class(
+            X,
+            sample_weight,
+            device,
+            dtype,
+            self._chunk_size(X.shape[1], dtype, len(X)),
+            shift,
+        )
+
+    def _chunk_size(
+        self, n_features: int, dtype: torch.dtype, n_samples: int | None = None
+    ) -> int:
+        """Rows per chunk: ``batch_size``, or what 'auto' aims for.
+
+        Data of at most two 'auto' chunks are one chunk: every chunk costs
+        a fixed dozen operations, which dominate small fits.
+        """
         if self.batch_size != "auto":
             return int(self.batch_size)
         row_bytes = self.n_components * n_features * dtype.itemsize
-        return int(np.clip(_AUTO_CHUNK_BYTES // row_bytes, *_AUTO_CHUNK_ROWS))
+        rows = int(np.clip(_AUTO_CHUNK_BYTES // row_bytes, *_AUTO_CHUNK_ROWS))
+        if n_samples is not None and n_samples <= 2 * rows:
+            return max(1, n_samples)
+        return rows
+
+    def _threads_for(self, X: Any) -> int | None:
+        """Intra-op threads for a fit on ``X``: one for small problems.
+
+        Each torch operation on a small chunk is shorter than waking a thread
+        pool; with more threads than idle cores, OpenMP's spinning workers
+        then make small fits many times slower. None keeps torch's setting.
+        """
+        shape = getattr(X, "shape", None)
+        if (
+            is_dask_array(X)
+            or shape is None
+            or len(shape) != 2
+            or resolve_device(self.device).type != "cpu"
+        ):
+            return None
+        work = self._e_step_flops(shape[0], shape[1])
+        return 1 if work < _SMALL_PROBLEM_FLOPS else None
+
+    def _e_step_flops(self, n_samples: int, n_features: int) -> int:
+        """Multiply-adds of one E-step, to within a constant factor."""
+        return n_samples * self.n_components * n_features
 
     def _run_em(
         self,
-        X: torch.Tensor,
-        weights: torch.Tensor,
+        rows: EMRows,
         parameters: Any,
         lower_bound: float,
-        chunk_size: int,
-    ) -> tuple[Any, list[float], bool]:
-        """Iterate EM from ``parameters``; return them, the bounds, convergence."""
+        workspace: ChunkWorkspace,
+    ) -> tuple[Any, list[float], bool, SufficientStatistics | None]:
+        """Iterate EM from ``parameters``.
+
+        Returns the parameters, the bounds, whether EM converged, and the
+        statistics of the last E-step.
+        """
         lower_bounds: list[float] = []
+        statistics = None
+        dtype = rows.dtype
         for n_iter in range(1, self.max_iter + 1):
             previous = lower_bound
-            statistics = self._e_step(X, weights, parameters, chunk_size)
+            statistics = rows.sum_statistics(ChunkEStep(self, parameters, dtype, workspace))
             lower_bound = statistics.mean_log_likelihood
             if not np.isfinite(lower_bound):
                 raise ValueError(
@@ -485,58 +694,27 @@ class BaseEMMixture(
                     f"iteration {n_iter}. Scale the input data, increase "
                     "reg_covar, or decrease n_components."
                 )
-            parameters = self._m_step(statistics)
+            try:
+                parameters = self._m_step(statistics)
+            except ValueError:
+                # float32 second moments sum x x^T lose about 1e-7 of |x|^2,
+                # which can exceed reg_covar along a direction of zero
+                # variance (collinear features) and leave the covariance not
+                # positive: redo the pass, and the rest of the fit, in float64.
+                if dtype == ACCUMULATION_DTYPE:
+                    raise
+                dtype = ACCUMULATION_DTYPE
+                statistics = rows.sum_statistics(
+                    ChunkEStep(self, parameters, dtype, workspace)
+                )
+                lower_bound = statistics.mean_log_likelihood
+                parameters = self._m_step(statistics)
             lower_bounds.append(lower_bound)
             change = lower_bound - previous
             self._print_verbose_msg_iter_end(n_iter, change)
             if abs(change) < self.tol:
-                return parameters, lower_bounds, True
-        return parameters, lower_bounds, False
-
-    def _e_step(
-        self,
-        X: torch.Tensor,
-        weights: torch.Tensor,
-        parameters: Any,
-        chunk_size: int,
-    ) -> SufficientStatistics:
-        """One pass over the data: the summed statistics of every chunk."""
-        # One set of chunk buffers per pass, shared by the E-step's
-        # log-densities and the M-step statistics: no allocation per chunk.
-        workspace = ChunkWorkspace()
-        log_floor, resp_floor = _exp_floor(X.dtype)
-        log_prob = self._weighted_log_prob_function(
-            parameters, X.dtype, workspace, log_floor
-        )
-
-        def chunk_statistics(rows: slice) -> SufficientStatistics:
-            # A log-sum-exp whose exponentials are reused as responsibilities:
-            # one pass of exp over the chunk instead of two.
-            weighted_log_prob = log_prob(X[rows])
-            largest = weighted_log_prob.amax(dim=1, keepdim=True)
-            # exp is ten to forty times slower where its result would be
-            # subnormal or zero, which is most entries for well-separated
-            # components: clamp the arguments into the fast range, then zero
-            # the clamped entries (all below e**-77 of the row's largest).
-            weighted_resp = torch.exp_(
-                torch.sub(weighted_log_prob, largest).clamp_(min=log_floor)
-            )
-            torch.nn.functional.threshold_(weighted_resp, resp_floor, 0.0)
-            normaliser = weighted_resp.sum(dim=1, keepdim=True)
-            log_norm = (largest + normaliser.log()).squeeze(1)
-            chunk_weights = weights[rows]
-            weighted_resp *= chunk_weights.to(X.dtype)[:, None] / normaliser
-            return self._chunk_statistics(
-                X[rows],
-                weighted_resp,
-                chunk_weights @ log_norm.to(ACCUMULATION_DTYPE),
-                chunk_weights.sum(),
-                workspace,
-            )
-
-        return _sum_statistics(
-            chunk_statistics(rows) for rows in iter_row_chunks(X.shape[0], chunk_size)
-        )
+                return parameters, lower_bounds, True, statistics
+        return parameters, lower_bounds, False, statistics
 
     def _chunk_statistics(
         self,
@@ -546,48 +724,59 @@ class BaseEMMixture(
         total_weight: torch.Tensor,
         workspace: ChunkWorkspace | None = None,
     ) -> SufficientStatistics:
+        weighted_sum, weighted_scatter = self._weighted_moments(X, weighted_resp, workspace)
         return SufficientStatistics(
             component_weight=weighted_resp.sum(dim=0),
-            weighted_sum=weighted_resp.T @ X,
-            weighted_scatter=self._weighted_scatter(X, weighted_resp, workspace),
+            weighted_sum=weighted_sum,
+            weighted_scatter=weighted_scatter,
             log_likelihood=log_likelihood,
             total_weight=total_weight,
         ).to(ACCUMULATION_DTYPE)
 
+    def _store_running_statistics(
+        self, statistics: SufficientStatistics | None, shift: torch.Tensor
+    ) -> None:
+        """Keep what partial_fit continues from, as numpy (plain to pickle)."""
+        self._running_shift = to_numpy(shift)
+        self._running_statistics = None if statistics is None else statistics.to_numpy()
+
     def _initial_parameters(
         self,
-        X: np.ndarray,
-        X_centred: torch.Tensor,
-        weights: torch.Tensor,
-        sample_weight: np.ndarray,
+        rows: EMRows,
         initial: dict[str, np.ndarray],
-        shift: torch.Tensor,
         random_state: np.random.RandomState,
-    ) -> Any:
-        """Initial parameters: the user's, completed from initial responsibilities."""
+    ) -> tuple[Any, SufficientStatistics | None]:
+        """Initial parameters: the user's, completed from initial responsibilities.
+
+        Also returns the per-unit-weight statistics of those responsibilities
+        (None when the user gave every parameter), where stepwise EM starts.
+        """
         if len(initial) == 3:
-            return self._parameters_from_init(None, initial, shift)
+            return self._parameters_from_init(None, initial, rows.shift), None
+        start = rows.initialization_rows(self.n_components, random_state)
         resp = to_tensor(
-            self._initial_responsibilities(X, sample_weight, random_state),
-            X_centred.device,
+            self._initial_responsibilities(start.X, start.sample_weight, random_state),
+            rows.device,
             ACCUMULATION_DTYPE,
         )
-        resp *= weights[:, None]
+        resp *= start.weights[:, None]
         # In float64 even for float32 data: k-means++ and random_from_data
         # start from single points, whose covariance is reg_covar alone, and
         # float32 second moments would round it to a non-positive matrix.
-        statistics = _sum_statistics(
+        statistics = sum_statistics(
             self._chunk_statistics(
-                X_centred[rows].to(ACCUMULATION_DTYPE),
-                resp[rows],
-                weights.new_zeros(()),
-                weights[rows].sum(),
+                start.X_centred[chunk].to(ACCUMULATION_DTYPE),
+                resp[chunk],
+                start.weights.new_zeros(()),
+                start.weights[chunk].sum(),
             )
-            for rows in iter_row_chunks(
-                X.shape[0], self._chunk_size(X.shape[1], ACCUMULATION_DTYPE)
+            for chunk in iter_row_chunks(
+                len(start.X),
+                self._chunk_size(rows.n_features, ACCUMULATION_DTYPE, len(start.X)),
             )
         )
-        return self._parameters_from_init(self._m_step(statistics), initial, shift)
+        parameters = self._parameters_from_init(self._m_step(statistics), initial, rows.shift)
+        return parameters, statistics.per_unit_weight()
 
     def _initial_responsibilities(
         self,
@@ -641,13 +830,30 @@ class BaseEMMixture(
         X: Any,
         reduce: Callable[[torch.Tensor], torch.Tensor],
         argmax_only: bool = False,
+        n_columns: int | None = None,
+        log_density: bool = False,
     ) -> np.ndarray:
         """Apply ``reduce`` to the weighted log-probabilities of each chunk.
 
         With ``argmax_only``, ``reduce`` only takes the argmax, so negligible
-        entries may be skipped (see ``_weighted_log_prob_function``).
+        entries may be skipped (see ``_weighted_log_prob_function``). Rows
+        whose log-probability is -inf in every component (too far from the
+        mixture for the dtype) raise a ValueError, unless ``log_density``:
+        their log-density is then -inf. ``n_columns`` is the width of
+        ``reduce``'s output (None for one value per row); a Dask array gives a
+        Dask array of that shape, lazily.
         """
         check_is_fitted(self)
+        if is_dask_array(X):
+            from ._dask import map_dask_blocks
+
+            return map_dask_blocks(
+                self,
+                X,
+                lambda block: self._map_chunks(block, reduce, argmax_only, None, log_density),
+                n_columns=n_columns,
+                integer=argmax_only,
+            )
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         device = resolve_device(self.device)
         dtype = compute_dtype(X)
@@ -655,15 +861,27 @@ class BaseEMMixture(
             self._fitted_parameters(device),
             dtype,
             ChunkWorkspace(),
-            _exp_floor(dtype)[0] if argmax_only else None,
+            exp_floor(dtype)[0] if argmax_only else None,
         )
-        return map_row_chunks(
-            lambda chunk: reduce(log_prob(chunk)),
-            X,
-            device=device,
-            dtype=dtype,
-            chunk_size=self._chunk_size(X.shape[1], dtype),
-        )
+
+        def reduce_chunk(chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            weighted_log_prob = log_prob(chunk)
+            # Inputs and parameters are finite: a NaN is inf - inf from a
+            # distance that overflowed, a log-probability of -inf.
+            weighted_log_prob.masked_fill_(weighted_log_prob.isnan(), -math.inf)
+            return reduce(weighted_log_prob), weighted_log_prob.amax(dim=1)
+
+        with limited_threads(self._threads_for(X)):
+            result, largest = map_row_chunks(
+                reduce_chunk,
+                X,
+                device=device,
+                dtype=dtype,
+                chunk_size=self._chunk_size(X.shape[1], dtype, X.shape[0]),
+            )
+        if not log_density:
+            check_finite_rows(np.isfinite(largest), X, self)
+        return result
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Compute the log-likelihood of each sample.
@@ -677,9 +895,13 @@ class BaseEMMixture(
         -------
         log_prob : ndarray of shape (n_samples,)
             ``log p(x)`` of each sample under the model, in nats, in the
-            dtype of ``X`` (float32 stays float32, all else float64).
+            dtype of ``X`` (float32 stays float32, all else float64); -inf
+            for a sample so far from every component that its log-density is
+            below the dtype's range.
         """
-        return self._map_chunks(X, lambda log_prob: torch.logsumexp(log_prob, dim=1))
+        return self._map_chunks(
+            X, lambda log_prob: torch.logsumexp(log_prob, dim=1), log_density=True
+        )
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Compute the per-sample average log-likelihood of X.
@@ -699,6 +921,10 @@ class BaseEMMixture(
             Weighted mean of :meth:`score_samples`, in nats per sample.
         """
         log_prob = self.score_samples(X)
+        if is_dask_array(log_prob):
+            from ._dask import dask_average
+
+            return dask_average(log_prob, sample_weight)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(
                 sample_weight, log_prob[:, None], ensure_non_negative=True
@@ -736,7 +962,9 @@ class BaseEMMixture(
         resp : ndarray of shape (n_samples, n_components)
             The responsibilities ``p(k | x)``; each row sums to 1.
         """
-        return self._map_chunks(X, lambda log_prob: torch.softmax(log_prob, dim=1))
+        return self._map_chunks(
+            X, lambda log_prob: torch.softmax(log_prob, dim=1), n_columns=self.n_components
+        )
 
     def transform(self, X: Any) -> np.ndarray:
         """Represent each sample by its component responsibilities.
@@ -776,10 +1004,10 @@ class BaseEMMixture(
             Their component labels, sorted by component.
         """
         check_is_fitted(self)
-        if n_samples < 1:
+        if not isinstance(n_samples, Integral) or n_samples < 1:
             raise ValueError(
-                f"Invalid value for 'n_samples': {n_samples}. The sampling "
-                "requires at least one sample."
+                f"Invalid value for 'n_samples': {n_samples!r}. The sampling "
+                "requires at least one sample: pass an int >= 1."
             )
         rng = check_random_state(self.random_state)
         weights = self.weights_.astype(np.float64)
@@ -861,14 +1089,14 @@ class BaseEMMixture(
     # Verbose output, as scikit-learn prints it
     # ------------------------------------------------------------------ #
     def _print_verbose_msg_init_beg(self, n_init: int) -> None:
-        if self.verbose >= 1:
+        if self.verbose >= 1 and is_main_process():
             print(f"Initialization {n_init}")
         if self.verbose >= 2:
             self._init_prev_time = time()
             self._iter_prev_time = self._init_prev_time
 
     def _print_verbose_msg_iter_end(self, n_iter: int, change: float) -> None:
-        if n_iter % self.verbose_interval != 0:
+        if n_iter % self.verbose_interval != 0 or not is_main_process():
             return
         if self.verbose == 1:
             print(f"  Iteration {n_iter}")
@@ -882,6 +1110,8 @@ class BaseEMMixture(
 
     def _print_verbose_msg_init_end(self, lower_bound: float, converged: bool) -> None:
         message = "converged" if converged else "did not converge"
+        if not is_main_process():
+            return
         if self.verbose == 1:
             print(f"Initialization {message}.")
         elif self.verbose >= 2:
@@ -890,10 +1120,3 @@ class BaseEMMixture(
                 f"Initialization {message}. time lapse {elapsed:.5f}s\t lower bound"
                 f" {lower_bound:.5f}."
             )
-
-
-def _sum_statistics(chunks: Iterator[SufficientStatistics]) -> SufficientStatistics:
-    total = None
-    for statistics in chunks:
-        total = statistics if total is None else total + statistics
-    return total

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -246,9 +245,51 @@ def _scatter_tied(X, weighted_resp, workspace=None):
     return X.T @ (X * weighted_resp.sum(dim=1, keepdim=True))
 
 
-def _scatter_diagonal(X, weighted_resp, workspace=None):
-    """``sum_i v_ik x_i**2``, for 'diag' and 'spherical'."""
-    return weighted_resp.T @ (X * X)
+def _scatter_spherical(X, weighted_resp, workspace=None):
+    """``sum_i v_ik |x_i|^2``: all a spherical covariance needs, shape (k,)."""
+    return weighted_resp.T @ X.square().sum(dim=1)
+
+
+#: The workspace buffer of shape (rows, 2 * n_features) holding a chunk's
+#: rows and their squares side by side: the design matrix of the 'diag'
+#: E-step, whose product with the responsibilities gives both of the
+#: M-step's moments at once.
+_ROWS_AND_SQUARES = "rows and squared rows"
+
+
+def _rows_and_squares(X, workspace=None):
+    """``[X, X**2]``, written into the workspace buffer when there is one."""
+    n_samples, n_features = X.shape
+    features = workspace_rows(workspace, _ROWS_AND_SQUARES, n_samples, 2 * n_features, X)
+    features[:, :n_features] = X
+    torch.mul(X, X, out=features[:, n_features:])
+    return features
+
+
+def _moments_diagonal(X, weighted_resp, workspace=None):
+    """``sum_i v_ik x_i`` and ``sum_i v_ik x_i**2`` as one product.
+
+    With a workspace, the rows and squares are those the E-step's
+    :func:`_log_prob_diagonal` has just written there for this chunk (the
+    E-step always computes a chunk's log-probabilities before its
+    statistics); without one, they are computed here.
+    """
+    n_samples, n_features = X.shape
+    if workspace is None:
+        features = _rows_and_squares(X)
+    else:
+        features = workspace.rows(_ROWS_AND_SQUARES, n_samples, 2 * n_features, X)
+    moments = weighted_resp.T @ features
+    return moments[:, :n_features], moments[:, n_features:]
+
+
+def _moments(scatter):
+    """Moments of a covariance type whose scatter is computed on its own."""
+
+    def moments(X, weighted_resp, workspace=None):
+        return weighted_resp.T @ X, scatter(X, weighted_resp, workspace)
+
+    return moments
 
 
 # ---------------------------------------------------------------------- #
@@ -273,7 +314,9 @@ def _covariances_diag(scatter, nk, means, reg_covar):
 
 
 def _covariances_spherical(scatter, nk, means, reg_covar):
-    return _covariances_diag(scatter, nk, means, reg_covar).mean(dim=1)
+    # The mean over features of the diagonal covariances, as scikit-learn's.
+    n_features = means.shape[1]
+    return (scatter / nk - means.square().sum(dim=1)) / n_features + reg_covar
 
 
 def _precisions_cholesky(
@@ -473,21 +516,35 @@ def _log_prob_tied(parameters, dtype, workspace=None):
     return log_prob
 
 
-def _log_prob_diagonal(parameters, dtype, workspace=None, covariance_type="diag"):
-    """Per-feature precisions: ``x^2 . lambda_k - 2 x . (mu_k lambda_k) + const``."""
-    n_components, n_features = parameters.means.shape
+def _log_prob_diagonal(parameters, dtype, workspace=None):
+    """``[x, x^2] @ [mu_k lambda_k, -lambda_k / 2] + const``: one product per chunk."""
     precisions = parameters.precisions_cholesky**2
-    if covariance_type == "spherical":
-        precisions = precisions[:, None].expand(n_components, n_features)
-    constant = _log_prob_constant(parameters, covariance_type) - 0.5 * (
+    constant = _log_prob_constant(parameters, "diag") - 0.5 * (
         parameters.means**2 * precisions
     ).sum(dim=1)
-    half_precisions_T = (-0.5 * precisions).T.to(dtype).contiguous()
-    scaled_means_T = (parameters.means * precisions).T.to(dtype).contiguous()
+    stacked = torch.cat([parameters.means * precisions, -0.5 * precisions], dim=1)
+    stacked = stacked.T.to(dtype).contiguous()
     constant = constant.to(dtype)
 
     def log_prob(X: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(constant, X, scaled_means_T).addmm_(X * X, half_precisions_T)
+        return torch.addmm(constant, _rows_and_squares(X, workspace), stacked)
+
+    return log_prob
+
+
+def _log_prob_spherical(parameters, dtype, workspace=None):
+    """``lambda_k (x . mu_k - |x|^2 / 2) + const``: one product and a rank-one update."""
+    precisions = parameters.precisions_cholesky**2
+    constant = _log_prob_constant(parameters, "spherical") - 0.5 * precisions * (
+        parameters.means.square().sum(dim=1)
+    )
+    scaled_means_T = (parameters.means * precisions[:, None]).T.to(dtype).contiguous()
+    half_precisions = (-0.5 * precisions)[None, :].to(dtype)
+    constant = constant.to(dtype)
+
+    def log_prob(X: torch.Tensor) -> torch.Tensor:
+        norms = X.square().sum(dim=1, keepdim=True)
+        return torch.addmm(constant, X, scaled_means_T).addmm_(norms, half_precisions)
 
     return log_prob
 
@@ -502,11 +559,11 @@ def _log_prob_constant(parameters: GaussianParameters, covariance_type: str):
     )
 
 
-_SCATTER = {
-    "full": _scatter_full,
-    "tied": _scatter_tied,
-    "diag": _scatter_diagonal,
-    "spherical": _scatter_diagonal,
+_MOMENTS = {
+    "full": _moments(_scatter_full),
+    "tied": _moments(_scatter_tied),
+    "diag": _moments_diagonal,
+    "spherical": _moments(_scatter_spherical),
 }
 _COVARIANCES = {
     "full": _covariances_full,
@@ -518,7 +575,7 @@ _LOG_PROB: dict[str, Callable[..., WeightedLogProb]] = {
     "full": _log_prob_full,
     "tied": _log_prob_tied,
     "diag": _log_prob_diagonal,
-    "spherical": partial(_log_prob_diagonal, covariance_type="spherical"),
+    "spherical": _log_prob_spherical,
 }
 
 
@@ -589,6 +646,10 @@ class EMGaussianMixture(BaseEMMixture):
     batch_size : int or 'auto', default='auto'
         Rows per chunk of the E- and M-steps. 'auto' sizes chunks so that one
         chunk's temporaries stay cache-sized.
+    stepwise_decay : float, default=0.7
+        ``alpha`` in (0.5, 1] of :meth:`partial_fit`'s step sizes
+        ``eta_t = (t + 2) ** -alpha``: how fast stepwise EM forgets earlier
+        batches (smaller forgets faster). Unused by :meth:`fit`.
 
     Attributes
     ----------
@@ -611,7 +672,12 @@ class EMGaussianMixture(BaseEMMixture):
         Lower bound on the mean log-likelihood of the training data (nats per
         sample) of the best initialisation.
     lower_bounds_ : list of float of length ``n_iter_``
-        The lower bound at each iteration of the best initialisation.
+        The lower bound at each iteration of the best initialisation; after
+        :meth:`partial_fit`, the mean log-likelihood of each batch before its
+        update.
+    n_steps_ : int
+        Number of :meth:`partial_fit` updates since the last :meth:`fit` (0
+        after :meth:`fit`).
     n_features_in_ : int
         Number of features seen during ``fit``.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -663,6 +729,7 @@ class EMGaussianMixture(BaseEMMixture):
         verbose_interval: int = 10,
         device: str | torch.device = "cpu",
         batch_size: int | str = "auto",
+        stepwise_decay: float = 0.7,
     ) -> None:
         super().__init__(
             n_components=n_components,
@@ -677,6 +744,7 @@ class EMGaussianMixture(BaseEMMixture):
             verbose_interval=verbose_interval,
             device=device,
             batch_size=batch_size,
+            stepwise_decay=stepwise_decay,
         )
         self.covariance_type = covariance_type
         self.weights_init = weights_init
@@ -742,13 +810,17 @@ class EMGaussianMixture(BaseEMMixture):
             )
         return _LOG_PROB[self.covariance_type](parameters, dtype, workspace)
 
-    def _weighted_scatter(
+    def _e_step_flops(self, n_samples: int, n_features: int) -> int:
+        flops = super()._e_step_flops(n_samples, n_features)
+        return flops * n_features if self.covariance_type == "full" else flops
+
+    def _weighted_moments(
         self,
         X: torch.Tensor,
         weighted_resp: torch.Tensor,
         workspace: ChunkWorkspace | None = None,
-    ) -> torch.Tensor:
-        return _SCATTER[self.covariance_type](X, weighted_resp, workspace)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return _MOMENTS[self.covariance_type](X, weighted_resp, workspace)
 
     def _m_step(self, statistics: SufficientStatistics) -> GaussianParameters:
         # scikit-learn's guard against empty components, kept so that results
@@ -787,10 +859,25 @@ class EMGaussianMixture(BaseEMMixture):
         self, parameters: GaussianParameters, dtype: np.dtype
     ) -> None:
         precisions = _precisions(parameters.precisions_cholesky, self.covariance_type)
-        self.weights_, self.means_, self.covariances_, self.precisions_cholesky_ = (
-            to_numpy(t).astype(dtype, copy=False) for t in parameters
-        )
-        self.precisions_ = to_numpy(precisions).astype(dtype, copy=False)
+        with np.errstate(over="ignore"):
+            arrays = [
+                to_numpy(t).astype(dtype, copy=False) for t in (*parameters, precisions)
+            ]
+        if not all(np.isfinite(array).all() for array in arrays):
+            # The M-step runs in float64; its result must fit the input dtype.
+            raise ValueError(
+                "Fitting the mixture model failed because some components have "
+                f"ill-defined empirical covariance in {np.dtype(dtype)}: the fitted "
+                f"parameters overflow {np.dtype(dtype)}. Try to scale the input data "
+                "(e.g. with StandardScaler) or fit on float64 data."
+            )
+        (
+            self.weights_,
+            self.means_,
+            self.covariances_,
+            self.precisions_cholesky_,
+            self.precisions_,
+        ) = arrays
 
     def _component_cholesky(self, device: torch.device) -> torch.Tensor:
         covariances = to_tensor(self.covariances_, device, ACCUMULATION_DTYPE)

@@ -39,7 +39,17 @@ steps, in call order::
       callbacks: on_train_end(engine, result)
 
 ``train_step`` is the only place that runs forward, backward, gradient
-clipping and the optimiser step: a distributed wrapper wraps that one method.
+clipping and the optimiser step.
+
+Data-parallel training: inside an initialised ``torch.distributed`` process
+group (a script launched with ``torchrun``) the rows given to ``fit`` are
+this rank's shard. The engine then broadcasts rank 0's weights when ``fit``
+starts, averages the gradients over the ranks in ``train_step`` (one
+all-reduce per update step), gives every rank the same number of steps per
+epoch (a rank with fewer rows repeats some, as torch's ``DistributedSampler``
+pads), and all-reduces the logged terms, so the history, the early-stopping
+decision and the weights are the same on every rank. Only rank 0 shows a
+progress bar. ``batch_size`` is per rank.
 
 Batches are built from index tensors (:meth:`TrainingData.batch`): ``batch.X``
 holds the rows, ``batch.indices`` their row numbers in the full data set, and
@@ -52,9 +62,11 @@ order, the validation split, the objective's noise). The global torch RNG is
 never read, so the same seed gives bit-identical training on CPU and the
 caller's random state is untouched.
 
-Faults: a non-finite loss raises :class:`NonFiniteLossError` after putting the
-model back to its state at the start of ``fit``; ``KeyboardInterrupt`` stops
-training, restores the best weights seen so far and warns.
+Faults: a non-finite loss raises :class:`NonFiniteLossError`, and any other
+exception raised during training (by the objective or a callback) propagates,
+after putting the model back to its state at the start of ``fit``;
+``KeyboardInterrupt`` stops training, restores the best weights seen so far and
+warns.
 """
 
 from __future__ import annotations
@@ -72,6 +84,13 @@ import torch
 from torch import nn
 
 from .._backend import make_generator
+from .._distributed import (
+    all_reduce_max,
+    all_reduce_sum,
+    broadcast_tensors_,
+    current_process_group,
+    is_main_process,
+)
 
 __all__ = [
     "Batch",
@@ -406,8 +425,13 @@ class TrainingEngine:
         self.config = config
         self.callbacks = list(callbacks)
         self.device = next(model.parameters()).device
+        self.process_group = current_process_group()
+        # Each rank shuffles, splits and draws noise independently; rank 0
+        # (and a single process) keeps the single-process streams.
+        rank = 0 if self.process_group is None else self.process_group.rank
+        entropy = seed if rank == 0 else [seed, rank]
         shuffle_seed, split_seed, noise_seed, validation_seed = (
-            np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64) >> 1
+            np.random.SeedSequence(entropy).generate_state(4, dtype=np.uint64) >> 1
         ).tolist()
         self._shuffle_generator = make_generator(shuffle_seed, "cpu")
         self._split_seed = split_seed
@@ -419,7 +443,10 @@ class TrainingEngine:
         self.optimizers = self.configure_optimizers()
         if optimizer_state:
             for name, optimizer in self.optimizers.items():
-                optimizer.load_state_dict(optimizer_state[name])
+                # load_state_dict keeps the caller's moment tensors and Adam
+                # then updates them in place: a fit that fails would corrupt
+                # the state the estimator resumes from next time.
+                optimizer.load_state_dict(copy.deepcopy(optimizer_state[name]))
         self.schedulers = self.configure_schedulers()
 
     # -- construction -----------------------------------------------------
@@ -499,11 +526,31 @@ class TrainingEngine:
             optimizer = self.optimizers[step.name]
             optimizer.zero_grad(set_to_none=True)
             terms[step.loss].backward()
+            self.average_gradients(step.parameters)
             if self.config.max_grad_norm is not None:
                 nn.utils.clip_grad_norm_(step.parameters, self.config.max_grad_norm)
             optimizer.step()
             logged.update((name, value.detach()) for name, value in terms.items())
         return logged
+
+    def average_gradients(self, parameters: Sequence[nn.Parameter]) -> None:
+        """Replace each gradient by its mean over the ranks (no-op in one process).
+
+        Every rank runs the same objective, so the same parameters have
+        gradients on every rank; they travel in one flattened buffer.
+        """
+        if self.process_group is None:
+            return
+        gradients = [p.grad for p in parameters if p.grad is not None]
+        if not gradients:
+            return
+        flat = torch.cat([gradient.reshape(-1) for gradient in gradients])
+        flat = all_reduce_sum(flat) / self.process_group.world_size
+        offset = 0
+        for gradient in gradients:
+            size = gradient.numel()
+            gradient.copy_(flat[offset : offset + size].view(gradient.shape))
+            offset += size
 
     def validation_step(
         self, batch: Batch, generator: torch.Generator
@@ -518,9 +565,14 @@ class TrainingEngine:
     ) -> dict[str, float]:
         """Train on every row of ``indices`` once; return mean terms."""
         self.model.train()
+        batches = list(self.iter_batches(indices, shuffle=True))
+        # Under a process group every rank takes as many steps as the rank
+        # with the most batches: the others go round their shard again.
+        n_steps = all_reduce_max(len(batches))
+        batches = [batches[step % len(batches)] for step in range(n_steps)]
         return _mean_terms(
             (len(batch_indices), self.train_step(data.batch(batch_indices)))
-            for batch_indices in self.iter_batches(indices, shuffle=True)
+            for batch_indices in batches
         )
 
     def validate(self, data: TrainingData, indices: torch.Tensor) -> dict[str, float]:
@@ -552,7 +604,8 @@ class TrainingEngine:
             terms = self.objective.diagnostics(
                 self.model, data.batch(indices[: self.config.batch_size]), context
             )
-        return {name: float(value) for name, value in terms.items()}
+        # The mean over the ranks' batches, the same on every rank.
+        return _mean_terms([(1, terms)])
 
     # -- the loop ---------------------------------------------------------
     def fit(
@@ -573,7 +626,9 @@ class TrainingEngine:
         ------
         NonFiniteLossError
             If a loss is NaN or infinite; the model is first restored to its
-            state at the start of this call.
+            state at the start of this call, as for any other exception raised
+            during training (``KeyboardInterrupt`` excepted: it stops training
+            and keeps the best weights).
         """
         n_epochs = self.config.max_epochs if n_epochs is None else n_epochs
         all_rows = torch.arange(len(data), device=data.device)
@@ -581,6 +636,8 @@ class TrainingEngine:
             train_indices, validation_indices = self.split_validation(len(data))
         else:
             train_indices, validation_indices = all_rows, None
+        # Every rank starts from rank 0's weights (a no-op in one process).
+        broadcast_tensors_(list(self.model.state_dict().values()))
         initial_state = _copy_state(self.model)
         result = TrainingResult()
         self._best_state: dict[str, torch.Tensor] | None = None
@@ -588,7 +645,7 @@ class TrainingEngine:
         self.stop_training = False
         for callback in self.callbacks:
             callback.on_train_begin(self)
-        progress = _progress_bar(n_epochs, self.config.verbose)
+        progress = _progress_bar(n_epochs, self.config.verbose and is_main_process())
         try:
             for _ in range(n_epochs):
                 for callback in self.callbacks:
@@ -622,6 +679,11 @@ class TrainingEngine:
                 UserWarning,
                 stacklevel=2,
             )
+        except Exception:
+            # Any other failure (a callback, the objective, the data) leaves
+            # the model as this call found it, not half-trained in place.
+            self.model.load_state_dict(initial_state)
+            raise
         finally:
             if progress is not None:
                 progress.close()
@@ -668,7 +730,8 @@ def _mean_terms(
     weighted_terms: Iterable[tuple[int, Mapping[str, torch.Tensor]]],
 ) -> dict[str, float]:
     # Sums stay on the device until the end of the epoch: one synchronisation
-    # per epoch instead of one per step.
+    # per epoch instead of one per step (and, under a process group, one
+    # all-reduce of every term with the row count).
     totals: dict[str, torch.Tensor] = {}
     n_rows = 0
     for n, terms in weighted_terms:
@@ -678,7 +741,16 @@ def _mean_terms(
                 totals[name].add_(value, alpha=n)
             else:
                 totals[name] = value * n
-    return {name: float(total) / n_rows for name, total in totals.items()}
+    if not totals:
+        return {}
+    names = sorted(totals)
+    summed = all_reduce_sum(
+        torch.stack(
+            [totals[name].detach().to(torch.float64).reshape(()) for name in names]
+            + [torch.tensor(float(n_rows), dtype=torch.float64, device=totals[names[0]].device)]
+        )
+    ).tolist()
+    return {name: total / summed[-1] for name, total in zip(names, summed)}
 
 
 def _check_finite(

@@ -35,6 +35,7 @@ from ._clustering_losses import (
     neighbor_embedding_loss,
     sample_negatives,
 )
+from .._distributed import all_reduce_sum
 from ._engine import Batch, Callback, Objective, StepContext, TrainingEngine
 from ._mixture_prior import MixturePriorVAE, MixtureStatistics, split_collapsed_components
 from ._modules import GaussianDecoder
@@ -290,8 +291,11 @@ class MixtureMaximization(Callback):
     def on_epoch_end(self, engine: TrainingEngine, record: dict[str, Any]) -> None:
         statistics = _mixture_elbo(engine).statistics
         if statistics is not None:
+            # Under a process group: every rank's shard, so the ranks' priors
+            # stay identical.
             engine.model.prior.maximization_step(
-                statistics, weight_concentration_prior=self.weight_concentration_prior
+                statistics.all_reduce(),
+                weight_concentration_prior=self.weight_concentration_prior,
             )
 
 
@@ -329,8 +333,10 @@ class AssignmentConvergence(Callback):
         assignments = assignments.clone()
         if self._previous is not None:
             seen = (assignments >= 0) & (self._previous >= 0)
-            changed = int(((assignments != self._previous) & seen).sum())
-            record["assignment_change"] = changed / max(1, int(seen.sum()))
+            changed = ((assignments != self._previous) & seen).sum()
+            # Counted over every rank's shard, so the ranks stop together.
+            changed, n_seen = all_reduce_sum(torch.stack([changed, seen.sum()])).tolist()
+            record["assignment_change"] = changed / max(1, n_seen)
             self._settled = self._settled + 1 if record["assignment_change"] <= self.tol else 0
             if self._settled >= self.patience:
                 engine.stop_training = True

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._distributed import all_reduce_sum, current_process_group
 from ._modules import GaussianEncoder, LikelihoodDecoder, VariationalAutoencoder
 
 __all__ = [
@@ -105,6 +106,31 @@ class MixtureStatistics:
         total = self.n_samples + other.n_samples
         share = other.n_samples / total
         return self.blend(other, share, n_samples=total)
+
+    def all_reduce(self) -> MixtureStatistics:
+        """Return the statistics of every rank's rows pooled (exact).
+
+        Under a process group each rank summarises its own shard; the pooled
+        summary, identical on every rank, keeps the ranks' priors identical.
+        One collective for all fields; the statistics themselves outside a
+        multi-process run.
+
+        Returns
+        -------
+        MixtureStatistics
+        """
+        if current_process_group() is None:
+            return self
+        tensors = [self.counts, self.first, self.second]
+        n_rows = torch.tensor([self.n_samples], dtype=self.counts.dtype, device=self.counts.device)
+        # Per-row means become sums, which add over ranks.
+        flat = torch.cat([n_rows, *(self.n_samples * tensor.reshape(-1) for tensor in tensors)])
+        reduced = all_reduce_sum(flat)
+        total = float(reduced[0])
+        pieces = (reduced[1:] / total).split([tensor.numel() for tensor in tensors])
+        return MixtureStatistics(
+            total, *(piece.view(tensor.shape) for piece, tensor in zip(pieces, tensors))
+        )
 
     def blend(
         self, other: MixtureStatistics, step: float, *, n_samples: float | None = None

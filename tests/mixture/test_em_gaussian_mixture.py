@@ -234,13 +234,13 @@ def test_chunks_never_exceed_batch_size_and_do_not_change_results(
     whole = EMGaussianMixture(3, batch_size=10_000, **settings).fit(X)
 
     chunk_rows = []
-    scatter = EMGaussianMixture._weighted_scatter
+    moments = EMGaussianMixture._weighted_moments
 
-    def recording_scatter(self, X_chunk, weighted_resp, workspace=None):
+    def recording_moments(self, X_chunk, weighted_resp, workspace=None):
         chunk_rows.append(X_chunk.shape[0])
-        return scatter(self, X_chunk, weighted_resp, workspace)
+        return moments(self, X_chunk, weighted_resp, workspace)
 
-    monkeypatch.setattr(EMGaussianMixture, "_weighted_scatter", recording_scatter)
+    monkeypatch.setattr(EMGaussianMixture, "_weighted_moments", recording_moments)
     chunked = EMGaussianMixture(3, batch_size=16, **settings).fit(X)
 
     assert max(chunk_rows) == 16 and min(chunk_rows) == 250 % 16
