@@ -419,7 +419,9 @@ class VariationalGMMPrior(
 
     def _check_training_input(self, X: np.ndarray) -> None:
         n_samples = X.shape[0]
-        if n_samples < max(2, self.n_components):
+        # A later partial_fit batch only updates a fitted model: any size will do.
+        later_batch = self._stepwise_prior and hasattr(self, "n_iter_")
+        if n_samples < max(2, self.n_components) and not later_batch:
             raise ValueError(
                 f"Expected n_samples >= max(2, n_components), got n_samples={n_samples} "
                 f"and n_components={self.n_components}. Provide more samples or ask "
@@ -436,7 +438,7 @@ class VariationalGMMPrior(
         self, X: np.ndarray, device: torch.device, dtype: torch.dtype
     ) -> TrainingData:
         X_tensor = to_tensor(X, device=device, dtype=dtype)
-        if self.n_neighbors is None:
+        if self.n_neighbors is None or len(X) < 2:  # one row has no neighbour
             return TrainingData(X_tensor)
         graph = nearest_neighbor_graph(
             X, self.n_neighbors, neighbors_estimator=self.neighbors_estimator
@@ -576,7 +578,8 @@ class VariationalGMMPrior(
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            One batch of training data, with at least ``n_components`` rows.
+            One batch of training data; the first needs at least
+            ``max(2, n_components)`` rows, later ones any number.
         y : None
             Ignored.
 

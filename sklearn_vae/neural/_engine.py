@@ -33,9 +33,10 @@ steps, in call order::
         diagnose(data, indices)    -> objective.diagnostics(...) on one fixed
                                       batch, for costly per-epoch estimates
         validate(data, indices)    -> validation_step(batch)
-        end_epoch(record): stopping rule, best weights, LR schedule
         callbacks: on_epoch_end(engine, record)   (may edit the model, add keys
                                                    to record, set stop_training)
+        end_epoch(record): stopping rule, best weights (as the callbacks left
+                           them), LR schedule
       callbacks: on_train_end(engine, result)
 
 ``train_step`` is the only place that runs forward, backward, gradient
@@ -659,9 +660,11 @@ class TrainingEngine:
                 _check_finite(record, self.model, initial_state)
                 record["learning_rate"] = self._learning_rate()
                 record["time"] = time.perf_counter() - started
-                self.end_epoch(record, result)
+                # Callbacks first: the best weights must include what they
+                # set (a closed-form M-step of a mixture prior, say).
                 for callback in self.callbacks:
                     callback.on_epoch_end(self, record)
+                self.end_epoch(record, result)
                 result.history.append(record)
                 result.n_epochs += 1
                 self.epoch += 1
