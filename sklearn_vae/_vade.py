@@ -160,7 +160,7 @@ class VariationalGMMPrior(
         importance-weighted bound and AVB's implicit encoder replace.
     mi_weight : float, default=1.0
         Weight of the mutual-information bound for ``objective='mine'``.
-    pretrain_epochs : int, default=100
+    pretrain_epochs : int, default=200
         Epochs of autoencoder pretraining before the mixture is initialised.
     n_init : int, default=10
         Mixture fits on the pretrained codes; the best by the MAP objective
@@ -319,7 +319,7 @@ class VariationalGMMPrior(
         consistency_weight: float = 1.0,
         objective: str = "elbo",
         mi_weight: float = 1.0,
-        pretrain_epochs: int = 100,
+        pretrain_epochs: int = 200,
         n_init: int = 10,
         weight_concentration_prior: float | None = None,
         stepwise_decay: float = 0.7,
