@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -41,9 +40,16 @@ import torch
 from sklearn.datasets import make_blobs
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
-from threadpoolctl import threadpool_limits
 
 from sklearn_vae import EMGaussianMixture
+
+from _common import (
+    PeakMemory,
+    add_common_arguments,
+    cast_parameters,
+    initial_parameters,
+    limited_threads,
+)
 
 #: make_blobs' default spread: far-apart clusters, so each row's other
 #: responsibilities are exactly zero and the 'full' E- and M-steps gather rows.
@@ -68,43 +74,6 @@ QUICK_CONFIGURATIONS = [
 FIXED_ITERATIONS = 20
 
 
-class PeakMemory:
-    """Peak resident set size above the starting one, sampled in a thread.
-
-    Covers numpy and torch allocations alike (tracemalloc sees only the
-    former).
-    """
-
-    def __init__(self, interval: float = 0.002) -> None:
-        self.interval = interval
-        self._page = os.sysconf("SC_PAGE_SIZE")
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * self._page
-
-    def _sample(self) -> None:
-        while not self._done.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakMemory:
-        self.baseline = self.peak = self._rss()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._done.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
-
-    @property
-    def megabytes(self) -> float:
-        return (self.peak - self.baseline) / 2**20
-
-
 @dataclass
 class Run:
     seconds: float
@@ -125,18 +94,6 @@ def timed_fit(estimator, X) -> Run:
     )
 
 
-def initial_parameters(X, n_components, covariance_type):
-    """scikit-learn's k-means initialisation (max_iter=0 returns it)."""
-    init = GaussianMixture(
-        n_components, covariance_type=covariance_type, max_iter=0, random_state=0
-    ).fit(X)
-    return dict(
-        weights_init=init.weights_,
-        means_init=init.means_,
-        precisions_init=init.precisions_,
-    )
-
-
 def compare(X, n_components, covariance_type, init, *, tol, max_iter, repeats):
     """Alternate the two fits ``repeats`` times; keep each side's fastest run.
 
@@ -148,7 +105,7 @@ def compare(X, n_components, covariance_type, init, *, tol, max_iter, repeats):
         covariance_type=covariance_type,
         tol=tol,
         max_iter=max_iter,
-        **{name: value.astype(X.dtype) for name, value in init.items()},
+        **cast_parameters(init, X.dtype),
     )
     runs = [
         (
@@ -163,23 +120,10 @@ def compare(X, n_components, covariance_type, init, *, tol, max_iter, repeats):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="threads for torch and for scikit-learn's BLAS (default: torch's)",
-    )
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=1,
-        help="alternating runs per side; the fastest of each is reported",
-    )
+    add_common_arguments(parser)
     arguments = parser.parse_args()
     configurations = QUICK_CONFIGURATIONS if arguments.quick else CONFIGURATIONS
-    threads = arguments.threads or torch.get_num_threads()
-    torch.set_num_threads(threads)
-    with threadpool_limits(limits=threads):
+    with limited_threads(arguments.threads):
         run_configurations(configurations, arguments.repeats)
 
 

@@ -278,13 +278,28 @@ class BaseEMMixture(
         X: torch.Tensor,
         weighted_resp: torch.Tensor,
         workspace: ChunkWorkspace | None = None,
+        parameters: Any = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """First- and second-moment sums of one chunk (see SufficientStatistics).
 
         With a workspace, called right after the log-probabilities of the
         same chunk were computed with it, so buffers the E-step filled may be
-        read.
+        read. ``parameters``, on the chunk's device, are those the
+        responsibilities came from (None for initial responsibilities): their
+        means are points near which second moments can be summed accurately.
         """
+
+    def _rounding_dominates(
+        self, statistics: SufficientStatistics, dtype: torch.dtype
+    ) -> bool:
+        """True if statistics summed in ``dtype`` are too coarse for an M-step.
+
+        Statistics summed in float64 are taken as exact. Subclasses whose
+        M-step subtracts large sums from each other say where the rounding
+        of ``dtype`` would dominate the result; the fit then redoes the pass
+        in float64.
+        """
+        return False
 
     @abstractmethod
     def _m_step(self, statistics: SufficientStatistics) -> Any:
@@ -438,6 +453,10 @@ class BaseEMMixture(
             )
             n_steps, lower_bounds = self.n_steps_, list(self.lower_bounds_)
         batch = rows.sum_statistics(ChunkEStep(self, parameters, rows.dtype))
+        if self._rounding_dominates(batch, rows.dtype):
+            batch = rows.sum_statistics(
+                ChunkEStep(self, parameters, ACCUMULATION_DTYPE)
+            )
         lower_bound = batch.mean_log_likelihood
         if not np.isfinite(lower_bound):
             raise ValueError(
@@ -695,20 +714,23 @@ class BaseEMMixture(
                     "reg_covar, or decrease n_components."
                 )
             try:
-                parameters = self._m_step(statistics)
+                estimate = self._m_step(statistics)
             except ValueError:
-                # float32 second moments sum x x^T lose about 1e-7 of |x|^2,
-                # which can exceed reg_covar along a direction of zero
-                # variance (collinear features) and leave the covariance not
-                # positive: redo the pass, and the rest of the fit, in float64.
                 if dtype == ACCUMULATION_DTYPE:
                     raise
+                estimate = None
+            if estimate is None or self._rounding_dominates(statistics, dtype):
+                # float32 second moments lose about 1e-7 of their size, which
+                # can be most of a thin component's variance (one on a few
+                # points, collinear features) or leave its covariance not
+                # positive: redo the pass, and the rest of the fit, in float64.
                 dtype = ACCUMULATION_DTYPE
                 statistics = rows.sum_statistics(
                     ChunkEStep(self, parameters, dtype, workspace)
                 )
                 lower_bound = statistics.mean_log_likelihood
-                parameters = self._m_step(statistics)
+                estimate = self._m_step(statistics)
+            parameters = estimate
             lower_bounds.append(lower_bound)
             change = lower_bound - previous
             self._print_verbose_msg_iter_end(n_iter, change)
@@ -723,8 +745,11 @@ class BaseEMMixture(
         log_likelihood: torch.Tensor,
         total_weight: torch.Tensor,
         workspace: ChunkWorkspace | None = None,
+        parameters: Any = None,
     ) -> SufficientStatistics:
-        weighted_sum, weighted_scatter = self._weighted_moments(X, weighted_resp, workspace)
+        weighted_sum, weighted_scatter = self._weighted_moments(
+            X, weighted_resp, workspace, parameters
+        )
         return SufficientStatistics(
             component_weight=weighted_resp.sum(dim=0),
             weighted_sum=weighted_sum,
@@ -857,15 +882,22 @@ class BaseEMMixture(
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         device = resolve_device(self.device)
         dtype = compute_dtype(X)
+        # Rows are centred on the training data's mean, as during the fit:
+        # the expanded distances (|x|^2 - 2 x.mu + |mu|^2) would otherwise
+        # cancel for data far from the origin relative to their spread.
+        shift = getattr(self, "_running_shift", None)
+        shift = to_tensor(
+            np.zeros(X.shape[1]) if shift is None else shift, device, ACCUMULATION_DTYPE
+        )
         log_prob = self._weighted_log_prob_function(
-            self._fitted_parameters(device),
+            self._shift_means(self._fitted_parameters(device), -shift),
             dtype,
             ChunkWorkspace(),
             exp_floor(dtype)[0] if argmax_only else None,
         )
 
         def reduce_chunk(chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            weighted_log_prob = log_prob(chunk)
+            weighted_log_prob = log_prob((chunk.to(ACCUMULATION_DTYPE) - shift).to(dtype))
             # Inputs and parameters are finite: a NaN is inf - inf from a
             # distance that overflowed, a log-probability of -inf.
             weighted_log_prob.masked_fill_(weighted_log_prob.isnan(), -math.inf)

@@ -182,36 +182,47 @@ def _rows_by_component(pairs: torch.Tensor) -> _ComponentRows | None:
     return _ComponentRows(component, row, slot, source_row, largest, wide)
 
 
-def _scatter_full(X, weighted_resp, workspace=None):
-    """``sum_i v_ik x_i x_i^T`` for every k, shape (k, d, d).
+def _scatter_full(X, weighted_resp, workspace=None, reference=None):
+    """``sum_i v_ik (x_i - c_k)(x_i - c_k)^T`` for every k, shape (k, d, d).
 
-    Where most responsibilities are zero, the gathered product of
+    ``reference`` holds the points ``c_k`` (k, d), zero when None. Where most
+    responsibilities are zero, the gathered product of
     :func:`_scatter_full_by_component` gives the same sums for less work.
     """
-    scatter = _scatter_full_by_component(X, weighted_resp)
+    scatter = _scatter_full_by_component(X, weighted_resp, reference)
     if scatter is not None:
         return scatter
-    return _scatter_full_dense(X, weighted_resp, workspace)
+    return _scatter_full_dense(X, weighted_resp, workspace, reference)
 
 
-def _scatter_full_dense(X, weighted_resp, workspace=None):
-    """``sum_i v_ik x_i x_i^T`` for every k as one (d, n) @ (n, k*d) product."""
+def _scatter_full_dense(X, weighted_resp, workspace=None, reference=None):
+    """:func:`_scatter_full` over every (row, component) pair.
+
+    Without a reference, one (d, n) @ (n, k*d) product; with one, the rows
+    centred on each ``c_k`` and scaled by ``sqrt(v_ik)``, then one batched
+    (d, n) @ (n, d) product of that tensor with itself.
+    """
     n_samples, n_features = X.shape
     n_components = weighted_resp.shape[1]
-    weighted_X = workspace_rows(
+    buffer = workspace_rows(
         workspace, _COMPONENT_ROWS, n_samples, n_components * n_features, X
     )
-    torch.mul(
-        weighted_resp[:, :, None],
-        X[:, None, :],
-        out=weighted_X.view(n_samples, n_components, n_features),
-    )
-    scatter = (X.T @ weighted_X).view(n_features, n_components, n_features)
-    return scatter.transpose(0, 1)
+    if reference is None:
+        torch.mul(
+            weighted_resp[:, :, None],
+            X[:, None, :],
+            out=buffer.view(n_samples, n_components, n_features),
+        )
+        scatter = (X.T @ buffer).view(n_features, n_components, n_features)
+        return scatter.transpose(0, 1)
+    centred = buffer.view(n_components, n_samples, n_features)
+    torch.sub(X[None, :, :], reference[:, None, :], out=centred)
+    centred *= weighted_resp.T.sqrt()[:, :, None]
+    return centred.mT @ centred
 
 
-def _scatter_full_by_component(X, weighted_resp):
-    """``sum_i v_ik x_i x_i^T`` over the non-zero ``v_ik`` alone, or None.
+def _scatter_full_by_component(X, weighted_resp, reference=None):
+    """:func:`_scatter_full` over the non-zero ``v_ik`` alone, or None.
 
     The E-step sets responsibilities below its floor to exactly zero; the rows
     of each component are gathered (:func:`_rows_by_component`) and the
@@ -229,15 +240,51 @@ def _scatter_full_by_component(X, weighted_resp):
     slot_weight[groups.slot] = weighted_resp.reshape(-1).index_select(
         0, groups.row * n_components + groups.component
     )
-    gathered = X.index_select(0, groups.source_row)
-    weighted = gathered * slot_weight[:, None]
     shape = (n_components, groups.largest, n_features)
-    scatter = gathered.view(shape).mT @ weighted.view(shape)
+    gathered = X.index_select(0, groups.source_row).view(shape)
+    if reference is not None:
+        gathered = gathered - reference[:, None, :]
+    weighted = gathered * slot_weight.view(shape[:2])[:, :, None]
+    scatter = gathered.mT @ weighted
     if len(groups.wide):
         scatter[groups.wide] = _scatter_full_dense(
-            X, weighted_resp[:, groups.wide].contiguous()
+            X,
+            weighted_resp[:, groups.wide].contiguous(),
+            reference=None if reference is None else reference[groups.wide],
         )
     return scatter
+
+
+def _moments_full(X, weighted_resp, workspace=None, reference=None):
+    """``sum_i v_ik x_i`` and ``sum_i v_ik x_i x_i^T``, the latter in float64.
+
+    ``sum v x x^T - N mu mu^T`` cancels: in float32 (not float64) its rounding, about
+    1e-7 of ``|x|^2``, can exceed a component's whole variance along a thin
+    direction (a component on a few points, its covariance near reg_covar).
+    The scatter is therefore summed about ``reference`` (the current means,
+    close to the new ones), which keeps the rounding to 1e-7 of the
+    component's own spread, and the raw second moments are recovered in
+    float64, where the M-step's cancellation costs only 1e-16 of ``|x|^2``::
+
+        sum v x x^T = S_c + c s^T + s c^T - N c c^T
+
+    with ``s = sum v x`` and ``N = sum v``, the same sums the statistics hold.
+    """
+    weighted_sum = weighted_resp.T @ X
+    if X.dtype == ACCUMULATION_DTYPE:
+        # Its rounding, 1e-16 of |x|^2, is negligible: the cheaper product.
+        reference = None
+    scatter = _scatter_full(X, weighted_resp, workspace, reference)
+    if reference is None:
+        return weighted_sum, scatter
+    scatter, weighted_sum, reference, nk = (
+        t.to(ACCUMULATION_DTYPE)
+        for t in (scatter, weighted_sum, reference, weighted_resp.sum(dim=0))
+    )
+    cross = reference[:, :, None] * weighted_sum[:, None, :]
+    scatter += cross + cross.mT
+    scatter -= nk[:, None, None] * reference[:, :, None] * reference[:, None, :]
+    return weighted_sum, scatter
 
 
 def _scatter_tied(X, weighted_resp, workspace=None):
@@ -266,7 +313,7 @@ def _rows_and_squares(X, workspace=None):
     return features
 
 
-def _moments_diagonal(X, weighted_resp, workspace=None):
+def _moments_diagonal(X, weighted_resp, workspace=None, reference=None):
     """``sum_i v_ik x_i`` and ``sum_i v_ik x_i**2`` as one product.
 
     With a workspace, the rows and squares are those the E-step's
@@ -286,10 +333,17 @@ def _moments_diagonal(X, weighted_resp, workspace=None):
 def _moments(scatter):
     """Moments of a covariance type whose scatter is computed on its own."""
 
-    def moments(X, weighted_resp, workspace=None):
+    def moments(X, weighted_resp, workspace=None, reference=None):
         return weighted_resp.T @ X, scatter(X, weighted_resp, workspace)
 
     return moments
+
+
+#: A variance must be at least this many times the rounding of the second
+#: moments it was computed from (see EMGaussianMixture._rounding_dominates):
+#: its relative error, and that of the log-densities' determinants, then
+#: stays below 1e-3.
+_ROUNDING_SHARE_INVERSE = 1e3
 
 
 # ---------------------------------------------------------------------- #
@@ -384,6 +438,13 @@ def _log_prob_full(parameters, dtype, workspace=None):
         t.to(dtype) for t in (stacked_cholesky, offset, constant)
     )
 
+    whitened_norms = offset.view(n_components, n_features).square().sum(dim=1)
+    thin = _thin_components(whitened_norms, n_features)
+    if thin is not None:
+        thin_means, thin_cholesky = (
+            t[thin].to(dtype) for t in (parameters.means, cholesky)
+        )
+
     def log_prob(X: torch.Tensor) -> torch.Tensor:
         whitened = workspace_rows(
             workspace, _COMPONENT_ROWS, len(X), n_components * n_features, X
@@ -394,6 +455,10 @@ def _log_prob_full(parameters, dtype, workspace=None):
         distance = torch.linalg.vector_norm(
             whitened.view(len(X), n_components, n_features), dim=2
         )
+        if thin is not None:
+            distance[:, thin] = torch.linalg.vector_norm(
+                (X[None, :, :] - thin_means[:, None, :]) @ thin_cholesky, dim=2
+            ).T
         return constant - 0.5 * distance.square_()
 
     return log_prob
@@ -472,8 +537,10 @@ def _log_prob_full_truncated(parameters, dtype, workspace, negligible_log_ratio)
         gathered = X.index_select(0, groups.source_row).view(
             n_components, groups.largest, n_features
         )
+        # Centred before the product, unlike the dense form: a d-th of its
+        # cost, and exact however thin the component.
         distance = torch.linalg.vector_norm(
-            torch.baddbmm(-whitened_means, gathered, cholesky), dim=2
+            (gathered - means[:, None, :]) @ cholesky, dim=2
         )
         values = constant[:, None] - 0.5 * distance.square_()
         weighted_log_prob = X.new_full((len(X), n_components), -math.inf)
@@ -516,35 +583,87 @@ def _log_prob_tied(parameters, dtype, workspace=None):
     return log_prob
 
 
+#: Relative size of the cancelling terms above which the E-steps compute a
+#: component's log-densities from ``x - mu`` rather than in their expanded
+#: form (see _thin_components): four digits lost at most.
+_EXPANDED_FORM_MAX_LOSS = 1e4
+
+
+def _thin_components(squared_norms, n_features):
+    """Components whose expanded log-densities lose too many digits.
+
+    The expanded forms ``lambda x^2 - 2 lambda x mu + lambda mu^2`` ('diag',
+    'spherical') and ``x P - mu P`` ('full') subtract terms of size
+    ``squared_norms`` (``lambda mu^2``, or ``|mu P|^2``, per component) to
+    give values of order ``n_features`` near ``mu``: their rounding is ``eps``
+    times the terms. Where the terms exceed ``_EXPANDED_FORM_MAX_LOSS`` times
+    ``n_features`` (a component whose variance is tiny beside its distance
+    from the data's mean, e.g. collapsed onto a few points), the
+    log-densities are computed from ``x - mu`` instead, in any dtype: in
+    float32 the expanded form would keep three digits there, in float64
+    eleven. Returns their indices, or None when there are none (the usual
+    case, decided by one read of the largest term).
+    """
+    limit = _EXPANDED_FORM_MAX_LOSS * n_features
+    if float(squared_norms.max()) <= limit:
+        return None
+    return (squared_norms > limit).nonzero().squeeze(1)
+
+
 def _log_prob_diagonal(parameters, dtype, workspace=None):
-    """``[x, x^2] @ [mu_k lambda_k, -lambda_k / 2] + const``: one product per chunk."""
+    """``[x, x^2] @ [mu_k lambda_k, -lambda_k / 2] + const``: one product per chunk.
+
+    Thin components (:func:`_thin_components`) are recomputed from ``x - mu``.
+    """
     precisions = parameters.precisions_cholesky**2
-    constant = _log_prob_constant(parameters, "diag") - 0.5 * (
-        parameters.means**2 * precisions
-    ).sum(dim=1)
+    log_constant = _log_prob_constant(parameters, "diag")
+    squared_norms = (parameters.means**2 * precisions).sum(dim=1)
+    constant = (log_constant - 0.5 * squared_norms).to(dtype)
     stacked = torch.cat([parameters.means * precisions, -0.5 * precisions], dim=1)
     stacked = stacked.T.to(dtype).contiguous()
-    constant = constant.to(dtype)
+    thin = _thin_components(squared_norms, parameters.means.shape[1])
+    if thin is not None:
+        thin_means, thin_precisions, thin_constant = (
+            t[thin].to(dtype) for t in (parameters.means, precisions, log_constant)
+        )
 
     def log_prob(X: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(constant, _rows_and_squares(X, workspace), stacked)
+        result = torch.addmm(constant, _rows_and_squares(X, workspace), stacked)
+        if thin is not None:
+            residuals = X[:, None, :] - thin_means
+            result[:, thin] = thin_constant - 0.5 * (
+                residuals.square_() * thin_precisions
+            ).sum(dim=2)
+        return result
 
     return log_prob
 
 
 def _log_prob_spherical(parameters, dtype, workspace=None):
-    """``lambda_k (x . mu_k - |x|^2 / 2) + const``: one product and a rank-one update."""
+    """``lambda_k (x . mu_k - |x|^2 / 2) + const``: one product and a rank-one update.
+
+    Thin components (:func:`_thin_components`) are recomputed from ``x - mu``.
+    """
     precisions = parameters.precisions_cholesky**2
-    constant = _log_prob_constant(parameters, "spherical") - 0.5 * precisions * (
-        parameters.means.square().sum(dim=1)
-    )
+    log_constant = _log_prob_constant(parameters, "spherical")
+    squared_norms = precisions * parameters.means.square().sum(dim=1)
+    constant = (log_constant - 0.5 * squared_norms).to(dtype)
     scaled_means_T = (parameters.means * precisions[:, None]).T.to(dtype).contiguous()
     half_precisions = (-0.5 * precisions)[None, :].to(dtype)
-    constant = constant.to(dtype)
+    thin = _thin_components(squared_norms, parameters.means.shape[1])
+    if thin is not None:
+        thin_means, thin_half_precisions, thin_constant = (
+            t[thin].to(dtype)
+            for t in (parameters.means, -0.5 * precisions, log_constant)
+        )
 
     def log_prob(X: torch.Tensor) -> torch.Tensor:
         norms = X.square().sum(dim=1, keepdim=True)
-        return torch.addmm(constant, X, scaled_means_T).addmm_(norms, half_precisions)
+        result = torch.addmm(constant, X, scaled_means_T).addmm_(norms, half_precisions)
+        if thin is not None:
+            distances = (X[:, None, :] - thin_means).square_().sum(dim=2)
+            result[:, thin] = thin_constant + thin_half_precisions * distances
+        return result
 
     return log_prob
 
@@ -560,7 +679,7 @@ def _log_prob_constant(parameters: GaussianParameters, covariance_type: str):
 
 
 _MOMENTS = {
-    "full": _moments(_scatter_full),
+    "full": _moments_full,
     "tied": _moments(_scatter_tied),
     "diag": _moments_diagonal,
     "spherical": _moments(_scatter_spherical),
@@ -819,8 +938,43 @@ class EMGaussianMixture(BaseEMMixture):
         X: torch.Tensor,
         weighted_resp: torch.Tensor,
         workspace: ChunkWorkspace | None = None,
+        parameters: GaussianParameters | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return _MOMENTS[self.covariance_type](X, weighted_resp, workspace)
+        reference = None if parameters is None else parameters.means.to(X.dtype)
+        return _MOMENTS[self.covariance_type](X, weighted_resp, workspace, reference)
+
+    def _rounding_dominates(
+        self, statistics: SufficientStatistics, dtype: torch.dtype
+    ) -> bool:
+        # 'full' sums its scatter about the current means (_moments_full); the
+        # others subtract N mu^2 from second moments summed about the data's
+        # mean, whose rounding, eps * sum v x^2, must stay a small share of
+        # every variance. In numpy: a dozen operations on (k, d) arrays cost
+        # less there than torch's dispatch of each.
+        if dtype == ACCUMULATION_DTYPE or self.covariance_type == "full":
+            return False
+        nk, weighted_sum, scatter = (
+            to_numpy(t)
+            for t in (
+                statistics.component_weight,
+                statistics.weighted_sum,
+                statistics.weighted_scatter,
+            )
+        )
+        nk = nk + 10 * np.finfo(np.float64).eps
+        means = weighted_sum / nk[:, None]
+        if self.covariance_type == "tied":
+            second = np.diagonal(scatter) / nk.sum()
+            variance = second - (nk[:, None] * means**2).sum(axis=0) / nk.sum()
+        elif self.covariance_type == "diag":
+            second = scatter / nk[:, None]
+            variance = second - means**2
+        else:
+            second = scatter / nk
+            variance = second - (means**2).sum(axis=1)
+        rounding = torch.finfo(dtype).eps * second
+        too_coarse = variance + self.reg_covar < _ROUNDING_SHARE_INVERSE * rounding
+        return bool(np.any(too_coarse))
 
     def _m_step(self, statistics: SufficientStatistics) -> GaussianParameters:
         # scikit-learn's guard against empty components, kept so that results

@@ -155,6 +155,49 @@ def test_float32_is_computed_and_returned_in_float32(covariance_type):
     assert np.mean(single.predict(X32) == exact.predict(X)) > 0.99
 
 
+def _collapsed_component_data(case):
+    """Data where one component ends on a few points, its variance ~reg_covar."""
+    rng = np.random.default_rng(0)
+    if case == "three close points":
+        n_features = 4
+        X = np.vstack(
+            [
+                rng.normal(-6.0, 1.0, (40, n_features)),
+                rng.normal(6.0, 1.0, (40, n_features)),
+                10.0 + 1e-4 * rng.normal(size=(3, n_features)),
+            ]
+        )
+        means = np.array([[-6.0] * n_features, [6.0] * n_features, [10.0] * n_features])
+        return X, dict(means_init=means, random_state=0)
+    # The thorough hypothesis profile's case: 20 rows about three centres,
+    # one component left with fewer rows than the 5 dimensions.
+    rng = np.random.default_rng(3)
+    centers = 6.0 * rng.normal(size=(3, 5))
+    X = centers[rng.integers(3, size=20)] + rng.normal(size=(20, 5))
+    return X, dict(means_init=X[[0, 9, 19]], random_state=0)
+
+
+@pytest.mark.parametrize("case", ["three close points", "fewer rows than dimensions"])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_float32_log_densities_of_a_collapsed_component(case, covariance_type):
+    # Its log-densities are tens of nats; float32 rounding of sums about the
+    # data's mean (second moments, expanded quadratic forms) is 1e-7 of
+    # |x|^2, more than its variance: it must not reach the results.
+    X, init = _collapsed_component_data(case)
+    settings = dict(covariance_type=covariance_type, max_iter=5, tol=0.0, **init)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        exact = EMGaussianMixture(3, **settings).fit(X)
+        single = EMGaussianMixture(3, **settings).fit(X.astype(np.float32))
+
+    assert single.means_.dtype == np.float32
+    X32 = X.astype(np.float32)
+    assert_allclose(
+        single.score_samples(X32), exact.score_samples(X), rtol=1e-4, atol=5e-3
+    )
+    assert_allclose(single.predict_proba(X32), exact.predict_proba(X), atol=1e-4)
+
+
 # ---------------------------------------------------------------------- #
 # Sample weights
 # ---------------------------------------------------------------------- #
@@ -236,9 +279,11 @@ def test_chunks_never_exceed_batch_size_and_do_not_change_results(
     chunk_rows = []
     moments = EMGaussianMixture._weighted_moments
 
-    def recording_moments(self, X_chunk, weighted_resp, workspace=None):
+    def recording_moments(
+        self, X_chunk, weighted_resp, workspace=None, parameters=None
+    ):
         chunk_rows.append(X_chunk.shape[0])
-        return moments(self, X_chunk, weighted_resp, workspace)
+        return moments(self, X_chunk, weighted_resp, workspace, parameters)
 
     monkeypatch.setattr(EMGaussianMixture, "_weighted_moments", recording_moments)
     chunked = EMGaussianMixture(3, batch_size=16, **settings).fit(X)
@@ -255,10 +300,11 @@ def test_chunks_never_exceed_batch_size_and_do_not_change_results(
     n_components=st.integers(4, 12),
     nonzeros_per_row=st.integers(1, 3),
     dtype=st.sampled_from([torch.float32, torch.float64]),
+    about_reference=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 def test_gathered_full_scatter_equals_the_dense_product(
-    n_components, nonzeros_per_row, dtype, seed
+    n_components, nonzeros_per_row, dtype, about_reference, seed
 ):
     generator = torch.Generator().manual_seed(seed)
     n_samples, n_features = 400, 5
@@ -271,10 +317,17 @@ def test_gathered_full_scatter_equals_the_dense_product(
         columns[:, :nonzeros_per_row],
         torch.rand(n_samples, nonzeros_per_row, generator=generator, dtype=dtype),
     )
-    expected = torch.einsum("nk,na,nb->kab", weighted_resp, X, X)
+    reference = (
+        torch.randn(n_components, n_features, generator=generator, dtype=dtype)
+        if about_reference
+        else torch.zeros(n_components, n_features, dtype=dtype)
+    )
+    residuals = X[None, :, :] - reference[:, None, :]
+    expected = torch.einsum("nk,kna,knb->kab", weighted_resp, residuals, residuals)
     share = nonzeros_per_row / n_components
+    reference = reference if about_reference else None
 
-    gathered = _gaussian._scatter_full_by_component(X, weighted_resp)
+    gathered = _gaussian._scatter_full_by_component(X, weighted_resp, reference)
 
     if share > 2 * _gaussian._GATHERED_MAX_SHARE:
         # Some component then has more than the allowed share of the rows.
@@ -284,7 +337,7 @@ def test_gathered_full_scatter_equals_the_dense_product(
         assert gathered.shape == (n_components, n_features, n_features)
         torch.testing.assert_close(gathered, expected, rtol=tolerance, atol=tolerance)
     torch.testing.assert_close(
-        _gaussian._scatter_full(X, weighted_resp),
+        _gaussian._scatter_full(X, weighted_resp, reference=reference),
         expected,
         rtol=1e-4 if dtype == torch.float32 else 1e-12,
         atol=1e-4 if dtype == torch.float32 else 1e-12,

@@ -45,6 +45,16 @@ NEURAL = ("VAETransformer", "VariationalGMMPrior")
 #: the same initial parameters.
 FLOAT32_RTOL = 1e-3
 
+#: ... except the log-densities of a model with a component collapsed onto
+#: reg_covar (see test_mixture_float32_agrees_with_float64), in nats.
+COLLAPSED_LOG_DENSITY_ATOL = 0.1
+
+#: ... and its probabilities, of rows between two components, which move
+#: with those log-densities (0.0011 on the case the thorough profile found,
+#: where scikit-learn's float32 moved by 0.0004; 0.027 before the changes
+#: described in the test).
+COLLAPSED_PROBABILITY_ATOL = 1e-2
+
 #: float32 and float64 neural fits (2 epochs, same random_state) agree only
 #: to these absolute tolerances, times the output's scale where above 1; on
 #: 100 seeds the largest gaps were 1.7e-2 (codes), 1.4e-2 (reconstructions)
@@ -54,7 +64,13 @@ FLOAT32_RTOL = 1e-3
 #: weight whose gradient is near zero by about the learning rate whichever
 #: sign rounding gives it. Scores (Monte Carlo estimates under different
 #: noise, gaps up to 2 nats) are only checked to be finite.
-NEURAL_FLOAT32_ATOL = {"transform": 5e-2, "inverse_transform": 5e-2, "predict_proba": 0.25}
+NEURAL_FLOAT32_ATOL = {"transform": 5e-2, "inverse_transform": 5e-2}
+
+#: Cluster probabilities of a row near a boundary between two clusters can
+#: move far between two such trainings (0.06 to 0.61 in one of 500 thorough
+#: examples), so they are compared on average: the mean over rows of the
+#: largest per-cluster gap.
+NEURAL_FLOAT32_MEAN_PROBABILITY_GAP = 0.05
 
 
 def examples(ci: int, thorough: int):
@@ -179,8 +195,18 @@ def test_mixture_same_random_state_is_bit_identical(X, n_components, covariance_
 
 
 def _initial_parameters(X, n_components, covariance_type):
-    """Fixed initial parameters: k distinct-index rows as means, unit precisions."""
+    """Fixed initial parameters: k distinct rows as means, unit precisions.
+
+    Two components started on equal means and weights are a symmetric
+    equilibrium of EM that rounding breaks, and the asymmetry grows
+    geometrically (16-fold per iteration on duplicated rows), so that case
+    says nothing about row order: the means are distinct rows, repeated only
+    where X has fewer distinct rows than components.
+    """
     n_features = X.shape[1]
+    distinct = np.unique(X, axis=0)
+    if len(distinct) >= n_components:
+        X = distinct
     precisions = {
         "full": np.tile(np.eye(n_features), (n_components, 1, 1)),
         "tied": np.eye(n_features),
@@ -247,14 +273,30 @@ def test_mixture_float32_agrees_with_float64(seed, n_samples, n_features, n_comp
     assert_allclose(narrow.weights_, wide.weights_, atol=FLOAT32_RTOL)
     assert_allclose(narrow.means_, wide.means_, atol=FLOAT32_RTOL * scale)
     assert_allclose(narrow.covariances_, wide.covariances_, atol=FLOAT32_RTOL * scale**2)
+    # A component left with fewer points than dimensions has a covariance
+    # reg_covar thin along some axis, and log-densities of tens of nats that
+    # three float32 EM steps reproduce to a few hundredths (0.022 at worst on
+    # 400 seeds of this generator; scikit-learn's float32 differs from its
+    # float64 by 0.056 on the same seeds). Before second moments were summed
+    # about the current means and thin components' log-densities computed
+    # from x - mu, the gaps were up to 1 nat ('full') and 7 ('diag').
+    covariances = np.atleast_2d(np.asarray(wide.covariances_))
+    smallest = (
+        np.linalg.eigvalsh(covariances).min()
+        if covariance_type in ("full", "tied")
+        else covariances.min()
+    )
+    collapsed = smallest < 1e3 * wide.reg_covar
     assert_allclose(
-        narrow.predict_proba(X.astype(np.float32)), wide.predict_proba(X), atol=FLOAT32_RTOL
+        narrow.predict_proba(X.astype(np.float32)),
+        wide.predict_proba(X),
+        atol=COLLAPSED_PROBABILITY_ATOL if collapsed else FLOAT32_RTOL,
     )
     assert_allclose(
         narrow.score_samples(X.astype(np.float32)),
         wide.score_samples(X),
         rtol=FLOAT32_RTOL,
-        atol=FLOAT32_RTOL,
+        atol=COLLAPSED_LOG_DENSITY_ATOL if collapsed else FLOAT32_RTOL,
     )
 
 
@@ -295,6 +337,10 @@ def test_neural_float32_agrees_with_float64(name, seed, random_state):
     narrow = _fit(ESTIMATORS[name](random_state=random_state), X.astype(np.float32))
     expected = predictions(wide, X)
     for method, value in predictions(narrow, X.astype(np.float32)).items():
+        if method == "predict_proba":
+            gap = np.abs(value - expected[method]).max(axis=1).mean()
+            assert gap <= NEURAL_FLOAT32_MEAN_PROBABILITY_GAP, gap
+            continue
         tolerance = NEURAL_FLOAT32_ATOL.get(method)
         if tolerance is None:
             assert np.all(np.isfinite(value)), method

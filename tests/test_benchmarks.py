@@ -1,0 +1,82 @@
+"""The benchmark scripts still run: their ``--quick`` smoke modes, end to end.
+
+The scripts are not package modules; each runs as a subprocess, the way a
+reader runs it. Beyond the exit status, the tests read the printed tables for
+what must hold at any size: every section printed, no side failed, and the
+models that must be equal (ours against scikit-learn from the same start,
+Dask and gloo against one process) have equal lower bounds.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+#: float32 fits of a few thousand rows, same start, three iterations.
+BOUND_TOLERANCE = 1e-5
+
+
+def run_script(name, *arguments):
+    completed = subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, (
+        completed.stdout[-2000:] + completed.stderr[-4000:]
+    )
+    return completed.stdout
+
+
+def table_rows(output, title):
+    """The rows of the table whose header line starts with ``## title``."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"## {title}"))
+    rows = []
+    for line in lines[start + 3 :]:
+        if not line.strip() or line.startswith(("  note:", "(", "##")):
+            break
+        rows.append(line.split())
+    return rows
+
+
+def test_bench_scaling_quick_prints_every_section_with_equal_models():
+    pytest.importorskip("distributed")
+    output = run_script(
+        "bench_scaling.py", "--quick", "--threads", "1", "--skip-torchgmm"
+    )
+
+    scaling = table_rows(output, "scaling")
+    assert {row[0] for row in scaling} == {"full", "diag"}
+    assert sum(row[3] == "memmap:" for row in scaling) == 2
+    assert len(scaling) == 6
+    # The 13th column: ours against scikit-learn (in memory) from one start.
+    assert all(float(row[12]) < BOUND_TOLERANCE for row in scaling)
+
+    distributed = table_rows(output, "distributed")
+    assert [" ".join(row[2:-5]) for row in distributed] == [
+        "one process",
+        "Dask LocalCluster",
+        "torch.distributed gloo",
+    ]
+    assert all(float(row[-1]) < BOUND_TOLERANCE for row in distributed)
+
+    small = table_rows(output, "small data")
+    assert {row[1] for row in small} == {"full", "tied", "diag", "spherical"}
+    assert all(float(row[-1]) < BOUND_TOLERANCE for row in small)
+
+    assert "## digits to convergence" in output
+    assert "## targets" in output
+    assert "failed" not in output
+
+
+def test_bench_gmm_quick_runs():
+    output = run_script("bench_gmm.py", "--quick", "--threads", "1")
+    rows = [line.split() for line in output.splitlines() if line.startswith("n=")]
+    # Four configurations, two dtypes, two runs each; relative bound difference.
+    assert len(rows) == 16
+    assert all(float(row[-3]) < BOUND_TOLERANCE for row in rows)
