@@ -46,15 +46,23 @@ from ._backend import (
     unchanged_on_error,
 )
 from .mixture import EMGaussianMixture
+from .mixture._statistics import stepwise_step_size
 from .neural._base import NeuralEstimatorBase, derive_seed
 from .neural._engine import Callback, Objective, TrainingData, TrainingEngine
 from .neural._mine import InfoMax
 from .neural._mixture_objectives import (
+    AssignmentConvergence,
     CollapseGuard,
+    MixtureMaximization,
     MixturePriorELBO,
     NeighborEmbeddingPretraining,
 )
-from .neural._mixture_prior import GaussianMixturePrior, MixturePriorVAE
+from .neural._mixture_prior import (
+    COVARIANCE_TYPES,
+    GaussianMixturePrior,
+    MixturePriorVAE,
+    MixtureStatistics,
+)
 from .neural._modules import (
     _GAUSSIAN_VARIANCE_FLOOR as GAUSSIAN_VARIANCE_FLOOR,
 )
@@ -117,9 +125,11 @@ class VariationalGMMPrior(
     likelihood : {'gaussian', 'bernoulli'}, default='gaussian'
         ``p(x|z)``: Gaussian with a learned per-feature variance (standardised
         or bounded real data), or Bernoulli (data in [0, 1]).
-    covariance_type : {'diag', 'spherical'}, default='diag'
-        Covariance of each latent component: per-dimension variances, or one
-        variance per component.
+    covariance_type : {'full', 'diag', 'spherical'}, default='diag'
+        Covariance of each latent component: a full matrix (parametrised by
+        its precision's Cholesky factor), per-dimension variances, or one
+        variance per component. 'full' fits latent clusters that are
+        correlated across dimensions, as on low-dimensional data such as iris.
     n_neighbors : int or None, default=15
         ``k`` of the input's nearest-neighbour graph used by the
         neighbour-preserving pretraining and the consistency term. None turns
@@ -150,7 +160,7 @@ class VariationalGMMPrior(
         importance-weighted bound and AVB's implicit encoder replace.
     mi_weight : float, default=1.0
         Weight of the mutual-information bound for ``objective='mine'``.
-    pretrain_epochs : int, default=100
+    pretrain_epochs : int, default=200
         Epochs of autoencoder pretraining before the mixture is initialised.
     n_init : int, default=10
         Mixture fits on the pretrained codes; the best by the MAP objective
@@ -162,6 +172,12 @@ class VariationalGMMPrior(
         hold the clusters near balanced. It also chooses among the ``n_init``
         candidates. None: no prior (maximum-likelihood weights). Below 1 the
         collapse guard is off, since emptying components is then the point.
+    stepwise_decay : float, default=0.7
+        ``alpha`` in (0.5, 1] of the step sizes ``eta_t = (t + 2)^-alpha``
+        with which :meth:`partial_fit` blends each batch's statistics into the
+        running ones (stepwise EM; Cappe and Moulines 2009, Liang and Klein
+        2009): smaller values forget old batches faster, 1 averages all
+        batches equally. Unused by :meth:`fit`.
     max_iter : int, default=50
         Epochs of joint training.
     batch_size : int or 'auto', default=128
@@ -180,7 +196,17 @@ class VariationalGMMPrior(
         ``validation_fraction`` stops improving, and keep the best weights.
     validation_fraction : float, default=0.1
     n_iter_no_change : int, default=10
+        Joint training stops after this many epochs in a row without an
+        improvement of the monitored loss by ``tol``, or with at most
+        ``assignment_tol`` of the rows changing cluster.
     tol : float, default=1e-4
+        Minimal improvement of the monitored loss, in nats per sample.
+    assignment_tol : float, default=0.01
+        Largest share of the training rows that may change cluster in an epoch
+        for the clustering to count as settled (``assignment_change`` in
+        ``history_``); ``n_iter_no_change`` settled epochs in a row end joint
+        training as converged (with 0, only epochs in which no row changes
+        cluster count).
     device : str or torch.device, default='cpu'
         Where to compute: 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.
     random_state : int, RandomState instance or None, default=None
@@ -198,9 +224,10 @@ class VariationalGMMPrior(
         Mixture weights of the latent prior.
     means_ : ndarray of shape (n_components, latent_dim)
         Component means in latent space.
-    covariances_ : ndarray of shape (n_components, latent_dim) or (n_components,)
-        Diagonal variances ('diag') or one variance per component
-        ('spherical'), as in GaussianMixture.
+    covariances_ : ndarray
+        As in GaussianMixture: ``(n_components, latent_dim, latent_dim)``
+        matrices ('full'), ``(n_components, latent_dim)`` diagonal variances
+        ('diag') or ``(n_components,)`` variances ('spherical').
     encoder_ : GaussianEncoder
         The torch encoder, ``x -> (mean, log_var)`` of ``q(z|x)``.
     decoder_ : LikelihoodDecoder
@@ -263,7 +290,7 @@ class VariationalGMMPrior(
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "latent_dim": [Interval(Integral, 1, None, closed="left")],
         "likelihood": [StrOptions({"gaussian", "bernoulli"})],
-        "covariance_type": [StrOptions({"diag", "spherical"})],
+        "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
         "n_neighbors": [Interval(Integral, 1, None, closed="left"), None],
         "neighbors_estimator": [HasMethods(["fit", "kneighbors"]), None],
         "neighbor_weight": [Interval(Real, 0, None, closed="left")],
@@ -273,6 +300,8 @@ class VariationalGMMPrior(
         "pretrain_epochs": [Interval(Integral, 0, None, closed="left")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "weight_concentration_prior": [Interval(Real, 0, None, closed="neither"), None],
+        "stepwise_decay": [Interval(Real, 0.5, 1, closed="right")],
+        "assignment_tol": [Interval(Real, 0, 1, closed="both")],
     }
 
     def __init__(
@@ -290,9 +319,10 @@ class VariationalGMMPrior(
         consistency_weight: float = 1.0,
         objective: str = "elbo",
         mi_weight: float = 1.0,
-        pretrain_epochs: int = 100,
+        pretrain_epochs: int = 200,
         n_init: int = 10,
         weight_concentration_prior: float | None = None,
+        stepwise_decay: float = 0.7,
         max_iter: int = 50,
         batch_size: int | str = 128,
         learning_rate_init: float = 1e-3,
@@ -303,6 +333,7 @@ class VariationalGMMPrior(
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 10,
         tol: float = 1e-4,
+        assignment_tol: float = 0.01,
         device: str | torch.device = "cpu",
         random_state: Any = None,
         verbose: int = 0,
@@ -323,6 +354,7 @@ class VariationalGMMPrior(
         self.pretrain_epochs = pretrain_epochs
         self.n_init = n_init
         self.weight_concentration_prior = weight_concentration_prior
+        self.stepwise_decay = stepwise_decay
         self.max_iter = max_iter
         self.batch_size = batch_size
         self.learning_rate_init = learning_rate_init
@@ -333,6 +365,7 @@ class VariationalGMMPrior(
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
+        self.assignment_tol = assignment_tol
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -348,6 +381,9 @@ class VariationalGMMPrior(
         decoder_class = GaussianDecoder if self.likelihood == "gaussian" else BernoulliDecoder
         decoder = decoder_class(self.latent_dim, n_features, hidden, self.activation)
         prior = GaussianMixturePrior(self.n_components, self.latent_dim, self.covariance_type)
+        # The mixture is set in closed form each epoch (MixtureMaximization),
+        # not by the optimiser.
+        prior.requires_grad_(False)
         model = MixturePriorVAE(encoder, decoder, prior)
         if self.objective == "mine":
             model.critic = PairCritic(n_features, self.latent_dim, hidden, self.activation)
@@ -366,14 +402,26 @@ class VariationalGMMPrior(
         )
         return InfoMax(elbo, self.mi_weight) if self.objective == "mine" else elbo
 
+    def _fit(self, X: Any, *, incremental: bool) -> VariationalGMMPrior:
+        # partial_fit sets the prior by stepwise EM after its pass, so its pass
+        # must not set it from the batch alone (see _callbacks).
+        self._stepwise_prior = incremental
+        return super()._fit(X, incremental=incremental)
+
     def _callbacks(self) -> list[Callback]:
-        if self.weight_concentration_prior is not None and self.weight_concentration_prior < 1:
-            return []
-        return [CollapseGuard(_COLLAPSE_FRACTION / self.n_components)]
+        callbacks: list[Callback] = []
+        if not self._stepwise_prior:
+            callbacks.append(MixtureMaximization(self.weight_concentration_prior))
+        if self.weight_concentration_prior is None or self.weight_concentration_prior >= 1:
+            callbacks.append(CollapseGuard(_COLLAPSE_FRACTION / self.n_components))
+        callbacks.append(AssignmentConvergence(self.assignment_tol, self.n_iter_no_change))
+        return callbacks
 
     def _check_training_input(self, X: np.ndarray) -> None:
         n_samples = X.shape[0]
-        if n_samples < max(2, self.n_components):
+        # A later partial_fit batch only updates a fitted model: any size will do.
+        later_batch = self._stepwise_prior and hasattr(self, "n_iter_")
+        if n_samples < max(2, self.n_components) and not later_batch:
             raise ValueError(
                 f"Expected n_samples >= max(2, n_components), got n_samples={n_samples} "
                 f"and n_components={self.n_components}. Provide more samples or ask "
@@ -390,7 +438,7 @@ class VariationalGMMPrior(
         self, X: np.ndarray, device: torch.device, dtype: torch.dtype
     ) -> TrainingData:
         X_tensor = to_tensor(X, device=device, dtype=dtype)
-        if self.n_neighbors is None:
+        if self.n_neighbors is None or len(X) < 2:  # one row has no neighbour
             return TrainingData(X_tensor)
         graph = nearest_neighbor_graph(
             X, self.n_neighbors, neighbors_estimator=self.neighbors_estimator
@@ -460,8 +508,7 @@ class VariationalGMMPrior(
         with torch.no_grad():
             self.weights_ = to_numpy(model.prior.weights).astype(np.float64)
             self.means_ = to_numpy(model.prior.means).astype(np.float64)
-            variances = to_numpy(model.prior.variances).astype(np.float64)
-        self.covariances_ = variances if self.covariance_type == "diag" else variances[:, 0]
+            self.covariances_ = to_numpy(model.prior.covariances()).astype(np.float64)
 
     def _fitted_model(self) -> MixturePriorVAE:
         model = MixturePriorVAE(self.encoder_, self.decoder_, self.prior_)
@@ -500,9 +547,64 @@ class VariationalGMMPrior(
         # the estimator must not keep new networks beside old labels.
         with unchanged_on_error(self):
             self._fit(X, incremental=False)
+            # Each epoch set the prior from all the data: a later partial_fit
+            # starts its running statistics afresh.
+            vars(self).pop("_prior_statistics", None)
             self.converged_ = self.n_iter_ - epochs_before < self.max_iter
             self.labels_ = self.predict(X)
             self.lower_bound_ = self.score(X)
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X: Any, y: Any = None) -> VariationalGMMPrior:
+        """Train on one batch: one pass of optimisation, then a stepwise M-step.
+
+        The first call initialises the estimator as :meth:`fit` does, on this
+        batch (pretraining, then the mixture fitted to its codes). Every call
+        then trains the networks for one epoch over the batch and updates the
+        prior's weights, means and covariances by stepwise (online) EM: the
+        batch's sufficient statistics ``s_b`` (responsibility-weighted counts,
+        sums and second moments of its codes, per row) move the running
+        statistics to ``s <- (1 - eta_t) s + eta_t s_b`` with ``eta_t = (t +
+        2)^-stepwise_decay`` (``t`` counts the updates after the first
+        batch, which sets ``s``), and the prior is the M-step of ``s``, the
+        weights being their MAP estimate under ``weight_concentration_prior``
+        for all the rows seen. Blocks of a ``dask_ml.wrappers.Incremental``
+        arrive here one by one.
+
+        ``labels_``, ``lower_bound_`` and ``converged_`` describe the last
+        :meth:`fit` only; use :meth:`predict` on the batches instead.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            One batch of training data; the first needs at least
+            ``max(2, n_components)`` rows, later ones any number.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : VariationalGMMPrior
+        """
+        with unchanged_on_error(self):
+            self._fit(X, incremental=True)
+            X = self._check_inference_input(X)
+            model = self._fitted_model()
+            # Under a process group, the batches of every rank.
+            statistics = _batch_statistics(model, X).all_reduce()
+            previous = getattr(self, "_prior_statistics", None)
+            if previous is None:
+                self._n_stepwise_updates = 0
+            else:
+                step = stepwise_step_size(self._n_stepwise_updates, self.stepwise_decay)
+                statistics = MixtureStatistics(**previous).blend(statistics, step)
+                self._n_stepwise_updates += 1
+            model.prior.maximization_step(
+                statistics, weight_concentration_prior=self.weight_concentration_prior
+            )
+            self._prior_statistics = dataclasses.asdict(statistics)
+            self._store_model(model)
         return self
 
     # -- inference ---------------------------------------------------------------
@@ -665,6 +767,24 @@ def _encoder_means(model: MixturePriorVAE, X: torch.Tensor) -> np.ndarray:
             model.encoder(X[rows])[0] for rows in iter_row_chunks(len(X), _ENCODE_CHUNK_ROWS)
         ]
     return to_numpy(torch.cat(chunks)).astype(np.float64)
+
+
+def _batch_statistics(model: MixturePriorVAE, X: np.ndarray) -> MixtureStatistics:
+    """The prior's sufficient statistics of every row of ``X``, at the posterior means."""
+    parameter = next(model.parameters())
+    model.eval()
+    statistics = None
+    with torch.no_grad():
+        for rows in iter_row_chunks(len(X), _ENCODE_CHUNK_ROWS):
+            chunk = to_tensor(X[rows], device=parameter.device, dtype=parameter.dtype)
+            mean, log_var = model.encoder(chunk)
+            chunk_statistics = model.prior.sufficient_statistics(
+                mean, log_var, model.prior.log_responsibilities(mean)
+            )
+            statistics = (
+                chunk_statistics if statistics is None else statistics.merge(chunk_statistics)
+            )
+    return statistics
 
 
 def _fit_decoder_variance(model: MixturePriorVAE, X: torch.Tensor) -> None:

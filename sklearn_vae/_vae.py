@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from numbers import Integral, Real
+import warnings
 from typing import Any
 
 import numpy as np
@@ -12,9 +13,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._backend import make_generator, seed_from_random_state, to_numpy
+from .exceptions import PosteriorCollapseWarning
 from .neural._avb import AdversarialVariationalBayes, ImplicitEncoder
 from .neural._base import NeuralEstimatorBase, derive_seed
-from .neural._engine import Objective, TrainingData
+from .neural._engine import Callback, Objective, TrainingData
 from .neural._iwae import ImportanceWeightedBound
 from .neural._mine import InfoMax
 from .neural._modules import (
@@ -25,7 +27,9 @@ from .neural._modules import (
 )
 from .neural._mutual_information import PairCritic
 from .neural._objectives import (
+    ACTIVE_UNIT_THRESHOLD,
     ELBO,
+    SharedVarianceWarmup,
     elbo_from_log_weights,
     importance_weighted_bound,
     log_importance_weights,
@@ -37,6 +41,12 @@ _DECODERS = {"gaussian": GaussianDecoder, "bernoulli": BernoulliDecoder}
 
 # Key of the noise stream that score and score_samples share (see derive_seed).
 _INFERENCE_NOISE_KEY = 1
+
+# The fixed shared decoder variance of the first epochs, as a share of the
+# features' mean variance: small enough that the reconstruction, not the KL
+# term, shapes the codes. On the digits / 16 (mean variance 0.073) it is 0.01,
+# the best of the fixed variances 0.003, 0.01 and 0.03 measured there.
+_SHARED_VARIANCE_SCALE = 0.136
 
 
 class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEstimatorBase):
@@ -61,9 +71,28 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
         Non-linearity of the hidden layers.
     likelihood : {'gaussian', 'bernoulli'}, default='gaussian'
         ``'gaussian'``: a normal distribution around the decoder output with a
-        learned per-feature variance (floored at 1e-6), for real-valued,
-        preferably standardised, data. ``'bernoulli'``: sigmoid outputs and a
+        learned per-feature variance (floored at 1e-6; one fixed value for
+        every feature at first, see ``shared_variance_epochs``), for
+        real-valued data. ``'bernoulli'``: sigmoid outputs and a
         cross-entropy, for data in [0, 1] (binary or grey levels).
+    shared_variance_epochs : int or 'auto', default='auto'
+        For ``likelihood='gaussian'``: the number of epochs during which the
+        decoder's variance is held at one value for every feature, 0.136
+        times the features' mean variance, while the networks form the codes.
+        After them each feature gets its own variance, set to its
+        maximum-likelihood value given the networks (the mean squared
+        residual), and the variances and the decoder train on with the
+        encoder held, so that the codes are kept and the density gets its
+        likelihood. ``'auto'`` is ``3 * max_iter // 4``; 0 trains everything
+        from the start with every feature's variance started at the feature's
+        own variance (the recipe of earlier releases). A fixed shared variance
+        weighs every feature's errors alike, so nearly constant features (an
+        image's blank border), whose own variances would be tiny, cannot make
+        the codes spend their capacity on the few rows where they vary, and
+        it cannot grow until the posterior collapses as a learned one can.
+        The user guide gives the figures measured on the digits. The stopping
+        rule ignores these epochs. Counted over every ``fit`` and
+        ``partial_fit`` call.
     beta : float, default=1.0
         Weight of the KL term (beta-VAE). 1 trains the ELBO; larger values give
         smoother, more disentangled codes at the cost of reconstruction.
@@ -166,8 +195,13 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
         ``mine_bound`` for ``'mine'``), ``mutual_information`` (an InfoNCE
         lower bound on I(x; z) in nats, on one fixed batch of training rows,
         at most ``log(batch_size)``: with the encoder's density as critic, or
-        for ``'avb'`` the discriminator), ``val_`` terms under early stopping,
-        ``learning_rate`` and ``time`` (seconds).
+        for ``'avb'`` the discriminator), ``active_units`` (on the same batch,
+        the number of latent units whose posterior mean has a variance above
+        0.01 over the rows, Burda et al. 2016; when fewer than half are
+        active at the end of ``fit``, a
+        :class:`~sklearn_vae.exceptions.PosteriorCollapseWarning` says what to
+        try), ``val_`` terms under early stopping, ``learning_rate`` and
+        ``time`` (seconds).
     loss_curve_ : list of float
         The training loss of each epoch.
     n_iter_ : int
@@ -201,6 +235,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
         **NeuralEstimatorBase._parameter_constraints,
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "likelihood": [StrOptions(set(_DECODERS))],
+        "shared_variance_epochs": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "beta": [Interval(Real, 0, None, closed="left")],
         "kl_warmup": [Interval(Integral, 0, None, closed="left")],
         "n_importance_samples": [Interval(Integral, 1, None, closed="left")],
@@ -217,6 +252,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
         hidden_layer_sizes: Any = (256, 128),
         activation: str = "relu",
         likelihood: str = "gaussian",
+        shared_variance_epochs: int | str = "auto",
         beta: float = 1.0,
         kl_warmup: int = 0,
         objective: str = "elbo",
@@ -243,6 +279,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.likelihood = likelihood
+        self.shared_variance_epochs = shared_variance_epochs
         self.beta = beta
         self.kl_warmup = kl_warmup
         self.objective = objective
@@ -307,9 +344,24 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
         self, model: VariationalAutoencoder, data: TrainingData, seed: int
     ) -> None:
         model.decoder.initialize_marginal(data.X)
+        if self._n_shared_variance_epochs() > 0:
+            X = data.X
+            mean_variance = X.var(dim=0, correction=0).mean() if len(X) > 1 else 1.0
+            model.decoder.set_variance(_SHARED_VARIANCE_SCALE * mean_variance)
+
+    def _n_shared_variance_epochs(self) -> int:
+        if self.likelihood == "bernoulli":
+            return 0
+        if self.shared_variance_epochs == "auto":
+            return 3 * self.max_iter // 4
+        return self.shared_variance_epochs
+
+    def _callbacks(self) -> list[Callback]:
+        n_epochs = self._n_shared_variance_epochs()
+        return [SharedVarianceWarmup(n_epochs)] if n_epochs > 0 else []
 
     def _monitor_from_epoch(self) -> int:
-        return self.kl_warmup
+        return max(self.kl_warmup, self._n_shared_variance_epochs())
 
     def _check_training_input(self, X: np.ndarray) -> None:
         if self.likelihood == "bernoulli" and X.size and (X.min() < 0 or X.max() > 1):
@@ -343,11 +395,56 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NeuralEs
 
         Raises
         ------
-        sklearn_vae.neural._engine.NonFiniteLossError
+        sklearn_vae.exceptions.NonFiniteLossError
             If the loss becomes NaN or infinite; the estimator keeps its state
             from before the call.
+
+        Warns
+        -----
+        sklearn_vae.exceptions.PosteriorCollapseWarning
+            When fewer than half of the latent units are active at the end of
+            training (see ``history_``): the posterior collapsed onto the prior.
         """
-        return self._fit(X, incremental=False)
+        self._fit(X, incremental=False)
+        self._warn_on_posterior_collapse()
+        return self
+
+    def _fit(self, X: Any, *, incremental: bool) -> VAETransformer:
+        if hasattr(self, "n_iter_") and (incremental or self.warm_start):
+            self._check_encoder_fits_objective()
+        return super()._fit(X, incremental=incremental)
+
+    def _warn_on_posterior_collapse(self) -> None:
+        active = self.history_[-1].get("active_units") if self.history_ else None
+        if active is None or active >= self.n_components / 2:
+            return
+        warnings.warn(
+            f"Only {int(active)} of the {self.n_components} latent units are "
+            "active: the posterior means of the others barely vary with the "
+            f"input (variance <= {ACTIVE_UNIT_THRESHOLD}), so their posterior "
+            "collapsed onto the prior and the codes carry no information "
+            "there. Try a smaller beta, a KL warm-up (kl_warmup=20), "
+            "objective='mine', fewer n_components, or more epochs (max_iter).",
+            PosteriorCollapseWarning,
+            stacklevel=4,  # the caller of fit, above scikit-learn's _fit_context
+        )
+
+    def _check_encoder_fits_objective(self) -> None:
+        """Refuse to resume networks whose encoder the objective cannot train.
+
+        AVB's implicit encoder has no density: read as a Gaussian posterior
+        (which 'elbo', 'iwae' and 'mine' need) it would train silently on its
+        moments; a Gaussian encoder cannot draw AVB's implicit samples.
+        """
+        implicit = isinstance(self.encoder_, ImplicitEncoder)
+        if implicit != (self.objective == "avb"):
+            fitted = "an implicit (objective='avb')" if implicit else "a Gaussian"
+            raise ValueError(
+                f"The fitted networks have {fitted} encoder, which "
+                f"objective={self.objective!r} cannot continue training. Refit "
+                "with warm_start=False (and, for partial_fit, on a fresh "
+                "estimator) to build the networks the objective needs."
+            )
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X: Any, y: Any = None) -> VAETransformer:

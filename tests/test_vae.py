@@ -5,6 +5,7 @@ import os
 import pickle
 import subprocess
 import sys
+import warnings
 
 import joblib
 import numpy as np
@@ -24,7 +25,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sklearn_vae import VAETransformer
-from sklearn_vae.neural._engine import NonFiniteLossError
+from sklearn_vae.exceptions import NonFiniteLossError, PosteriorCollapseWarning
+from sklearn_vae.neural import _objectives
+from sklearn_vae.neural._engine import Callback
+from sklearn_vae.neural._modules import GaussianDecoder
 from sklearn_vae.neural._objectives import ELBO
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -89,6 +93,165 @@ def test_history_and_fitted_attributes(fitted):
     assert isinstance(fitted.encoder_, torch.nn.Module)
     assert isinstance(fitted.decoder_, torch.nn.Module)
     assert fitted.n_features_in_ == 6
+
+
+def test_history_counts_the_active_latent_units(blobs):
+    vae = VAETransformer(n_components=3, **SMALL).fit(blobs[0])
+    for record in vae.history_:
+        assert record["active_units"] in (0, 1, 2, 3)
+    codes = vae.transform(blobs[0])
+    # The count is taken on the first batch of training rows (all 120 here).
+    assert vae.history_[-1]["active_units"] == int((codes.var(axis=0) > 0.01).sum())
+
+
+def test_a_healthy_fit_does_not_warn_of_posterior_collapse(blobs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PosteriorCollapseWarning)
+        vae = VAETransformer(n_components=2, **{**SMALL, "max_iter": 20}).fit(blobs[0])
+    assert vae.history_[-1]["active_units"] == 2
+
+
+def test_a_collapsed_posterior_warns_and_says_what_to_try(blobs):
+    # A KL weight of 1000 makes the prior the best posterior for every row
+    # (with the encoder trained throughout, so it can get there).
+    with pytest.warns(PosteriorCollapseWarning, match=r"Only 0 of the 4 .*kl_warmup"):
+        vae = VAETransformer(
+            n_components=4,
+            beta=1000.0,
+            batch_size=20,
+            shared_variance_epochs=0,
+            **{**SMALL, "max_iter": 20},
+        ).fit(blobs[0])
+    assert vae.history_[-1]["active_units"] == 0
+    assert issubclass(PosteriorCollapseWarning, UserWarning)
+
+
+@pytest.fixture
+def variance_trace(monkeypatch):
+    """Record the decoder's variance at each epoch's start, and the residuals the switch uses."""
+    trace = {"variances": [], "residuals": []}
+
+    class Record(Callback):
+        def on_epoch_begin(self, engine, epoch):
+            trace["variances"].append(engine.model.decoder.variance().detach().clone())
+
+    callbacks = VAETransformer._callbacks
+    monkeypatch.setattr(VAETransformer, "_callbacks", lambda self: [*callbacks(self), Record()])
+    residuals = _objectives._mean_squared_residuals
+
+    def record_residuals(engine):
+        trace["residuals"].append(residuals(engine))
+        return trace["residuals"][-1]
+
+    monkeypatch.setattr(_objectives, "_mean_squared_residuals", record_residuals)
+    return trace
+
+
+def _scaled_blobs(blobs):
+    # Features on different scales: their own variances differ.
+    return blobs[0] * np.array([1.0, 1.0, 0.5, 0.1, 0.1, 0.01])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_set_variance_takes_one_value_or_one_per_feature(dtype):
+    decoder = GaussianDecoder(2, 3, (4,), "relu").to(dtype)
+    decoder.set_variance(0.25)
+    np.testing.assert_allclose(decoder.variance().detach().numpy(), [0.25] * 3, rtol=1e-6)
+    decoder.set_variance(torch.tensor([1.0, 0.01, 0.0], dtype=torch.float64))
+    variance = decoder.variance().detach()
+    assert variance.dtype == dtype and decoder.log_variance.shape == (3,)
+    # A zero variance lands at the floor, never at log(0).
+    np.testing.assert_allclose(variance.numpy()[:2], [1.0, 0.01], rtol=1e-5)
+    assert 0 < variance[2] < 1e-5
+    with pytest.raises(RuntimeError):
+        decoder.set_variance(torch.ones(4))
+
+
+def test_decoder_variance_is_fixed_and_shared_then_set_per_feature_from_the_residuals(
+    blobs, variance_trace
+):
+    X = _scaled_blobs(blobs)
+    vae = VAETransformer(shared_variance_epochs=3, **SMALL).fit(X)
+    variances = [v.numpy() for v in variance_trace["variances"]]
+    assert len(variances) == 5 and len(variance_trace["residuals"]) == 1
+    for epoch in (0, 1, 2):  # held at one value for every feature
+        np.testing.assert_allclose(variances[epoch], 0.136 * X.var(axis=0).mean(), rtol=1e-5)
+    # Epoch 3 starts from the maximum-likelihood variances, one per feature,
+    # and learns from there.
+    np.testing.assert_allclose(variances[3], variance_trace["residuals"][0].numpy(), rtol=1e-5)
+    assert variances[3].max() > 10 * variances[3].min()
+    assert not np.allclose(variances[4], variances[3])
+    # The fitted networks are left trainable.
+    assert all(p.requires_grad for p in [*vae.encoder_.parameters(), *vae.decoder_.parameters()])
+
+
+def test_after_the_shared_epochs_only_the_decoder_trains(blobs, monkeypatch):
+    snapshots = []
+
+    class Record(Callback):
+        def on_epoch_begin(self, engine, epoch):
+            model = engine.model
+            snapshots.append(
+                [p.detach().clone() for p in (*model.encoder.parameters(), *model.decoder.parameters())]
+            )
+
+    callbacks = VAETransformer._callbacks
+    monkeypatch.setattr(VAETransformer, "_callbacks", lambda self: [*callbacks(self), Record()])
+    vae = VAETransformer(shared_variance_epochs=2, **SMALL).fit(_scaled_blobs(blobs))
+    n_encoder = len(list(vae.encoder_.parameters()))
+    final = [p.detach() for p in (*vae.encoder_.parameters(), *vae.decoder_.parameters())]
+
+    def changed(before, after, rows):
+        return [not torch.equal(before[i], after[i]) for i in rows]
+
+    encoder, decoder = range(n_encoder), range(n_encoder, len(final))
+    assert all(changed(snapshots[0], snapshots[1], encoder))  # shared epochs: everything trains
+    assert not any(changed(snapshots[2], final, encoder))  # then the encoder is held
+    assert all(changed(snapshots[2], final, decoder))
+
+
+def test_without_shared_epochs_each_feature_starts_at_its_own_variance(blobs, variance_trace):
+    X = _scaled_blobs(blobs)
+    VAETransformer(shared_variance_epochs=0, **SMALL).fit(X)
+    np.testing.assert_allclose(variance_trace["variances"][0].numpy(), X.var(axis=0), atol=1e-5)
+    assert variance_trace["residuals"] == []
+
+
+def test_auto_shares_the_variance_for_three_quarters_of_max_iter(blobs, variance_trace):
+    VAETransformer(**{**SMALL, "max_iter": 8}).fit(_scaled_blobs(blobs))
+    shared = [bool(np.all(v.numpy() == v.numpy()[0])) for v in variance_trace["variances"]]
+    assert shared == [True] * 6 + [False] * 2
+    assert len(variance_trace["residuals"]) == 1
+
+
+def test_warm_start_continues_the_variance_schedule(blobs, variance_trace):
+    X = _scaled_blobs(blobs)
+    vae = VAETransformer(shared_variance_epochs=3, warm_start=True, **{**SMALL, "max_iter": 2}).fit(X)
+    variance = vae.decoder_.variance().detach().numpy()
+    assert np.all(variance == variance[0])
+    vae.fit(X)  # global epochs 2 and 3: the switch comes at the start of epoch 3
+    assert len(variance_trace["residuals"]) == 1
+    variance = vae.decoder_.variance().detach().numpy()
+    assert variance.max() > 10 * variance.min()
+    encoder = [p.detach().clone() for p in vae.encoder_.parameters()]
+    vae.fit(X)  # past the switch, a warm start still holds the encoder
+    assert all(torch.equal(a, b) for a, b in zip(encoder, vae.encoder_.parameters()))
+    assert len(variance_trace["residuals"]) == 1
+
+
+def test_the_stopping_rule_ignores_the_shared_variance_epochs(blobs):
+    # Any epoch after the first monitored one counts as no improvement.
+    params = {**SMALL, "max_iter": 20, "tol": 1e9, "n_iter_no_change": 1}
+    assert VAETransformer(shared_variance_epochs=0, **params).fit(blobs[0]).n_iter_ == 2
+    assert VAETransformer(shared_variance_epochs=6, **params).fit(blobs[0]).n_iter_ == 8
+
+
+def test_bernoulli_likelihood_has_no_variance_schedule(monkeypatch):
+    switches = []
+    monkeypatch.setattr(_objectives, "_mean_squared_residuals", switches.append)
+    X = load_digits().data[:100] / 16
+    VAETransformer(likelihood="bernoulli", shared_variance_epochs=2, **SMALL).fit(X)
+    assert switches == []
 
 
 def test_kl_warmup_weights_the_kl_term_linearly(blobs):
@@ -187,13 +350,32 @@ def test_max_iter_without_convergence_warns(blobs):
 def test_warm_start_continues_and_cold_start_restarts(blobs):
     X = blobs[0]
     vae = VAETransformer(**SMALL, warm_start=True).fit(X)
-    weights = vae.encoder_.network[0].weight.detach().clone()
+    # The decoder: past the shared-variance epochs the encoder is held.
+    weights = vae.decoder_.network[0].weight.detach().clone()
     vae.fit(X)
     assert vae.n_iter_ == 10 and [r["epoch"] for r in vae.history_] == list(range(1, 11))
-    assert not torch.equal(weights, vae.encoder_.network[0].weight)
+    assert not torch.equal(weights, vae.decoder_.network[0].weight)
     cold = vae.set_params(warm_start=False).fit(X)
     assert cold.n_iter_ == 5
     np.testing.assert_array_equal(cold.transform(X), VAETransformer(**SMALL).fit(X).transform(X))
+
+
+@pytest.mark.parametrize(
+    "fitted_objective, objective", [("avb", "elbo"), ("avb", "iwae"), ("avb", "mine"), ("elbo", "avb")]
+)
+def test_resuming_across_the_implicit_encoder_raises(blobs, fitted_objective, objective):
+    X = blobs[0]
+    vae = VAETransformer(objective=fitted_objective, warm_start=True, **{**SMALL, "max_iter": 2}).fit(X)
+    codes = vae.transform(X)
+    vae.set_params(objective=objective)
+    with pytest.raises(ValueError, match="encoder.*warm_start=False"):
+        vae.fit(X)
+    with pytest.raises(ValueError, match="encoder"):
+        vae.partial_fit(X)
+    assert vae.n_iter_ == 2
+    np.testing.assert_array_equal(vae.transform(X), codes)
+    vae.set_params(warm_start=False).fit(X)  # a cold start builds the right networks
+    assert vae.n_iter_ == 2
 
 
 def test_partial_fit_trains_one_epoch_per_call(blobs):

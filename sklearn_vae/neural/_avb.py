@@ -49,7 +49,7 @@ from ._mutual_information import (
     info_nce_bound,
     with_critic_step,
 )
-from ._objectives import ELBO
+from ._objectives import ELBO, active_units
 
 __all__ = ["AdversarialVariationalBayes", "ImplicitEncoder"]
 
@@ -223,6 +223,8 @@ class AdversarialVariationalBayes(ELBO):
     q(z|x) - log p(z)`` at its optimum, the best InfoNCE critic) or with the
     density of the Gaussian fitted to the posterior's draws (with adaptive
     contrast, where ``T`` sees standardised draws). Either is a lower bound.
+    ``active_units`` counts the units whose posterior mean varies over the
+    batch (:func:`~sklearn_vae.neural._objectives.active_units`).
 
     Parameters
     ----------
@@ -286,11 +288,12 @@ class AdversarialVariationalBayes(ELBO):
     ) -> dict[str, torch.Tensor]:
         x = batch.X
         z = model.encoder.sample(x, _encoder_noise(model.encoder, x, 1, context.generator))[0]
+        mean, log_var = model.encoder(x)
         if self.adaptive_contrast:
-            scores = gaussian_encoder_scores(z, *model.encoder(x))
+            scores = gaussian_encoder_scores(z, mean, log_var)
         else:
             scores = model.critic.pairwise(x, z)
-        return {"mutual_information": info_nce_bound(scores)}
+        return {"mutual_information": info_nce_bound(scores), "active_units": active_units(mean)}
 
     @staticmethod
     def _discriminator_loss(

@@ -33,9 +33,10 @@ steps, in call order::
         diagnose(data, indices)    -> objective.diagnostics(...) on one fixed
                                       batch, for costly per-epoch estimates
         validate(data, indices)    -> validation_step(batch)
-        end_epoch(record): stopping rule, best weights, LR schedule
         callbacks: on_epoch_end(engine, record)   (may edit the model, add keys
                                                    to record, set stop_training)
+        end_epoch(record): stopping rule, best weights (as the callbacks left
+                           them), LR schedule
       callbacks: on_train_end(engine, result)
 
 ``train_step`` is the only place that runs forward, backward, gradient
@@ -407,6 +408,11 @@ class TrainingEngine:
         Set by callbacks to end training after the current epoch.
     epoch : int
         Global zero-based index of the current epoch.
+    data : TrainingData or None
+        The data of the running :meth:`fit` call (for callbacks that need a
+        pass over it); None before the first.
+    train_indices : torch.Tensor or None
+        The rows of ``data`` trained on (all but the validation rows).
     """
 
     def __init__(
@@ -439,6 +445,8 @@ class TrainingEngine:
         self.generator = make_generator(noise_seed, self.device)
         self.epoch = start_epoch
         self.stop_training = False
+        self.data: TrainingData | None = None
+        self.train_indices: torch.Tensor | None = None
         self.update_steps = objective.update_steps(model)
         self.optimizers = self.configure_optimizers()
         if optimizer_state:
@@ -631,11 +639,13 @@ class TrainingEngine:
             and keeps the best weights).
         """
         n_epochs = self.config.max_epochs if n_epochs is None else n_epochs
+        self.data = data
         all_rows = torch.arange(len(data), device=data.device)
         if self.config.early_stopping:
             train_indices, validation_indices = self.split_validation(len(data))
         else:
             train_indices, validation_indices = all_rows, None
+        self.train_indices = train_indices
         # Every rank starts from rank 0's weights (a no-op in one process).
         broadcast_tensors_(list(self.model.state_dict().values()))
         initial_state = _copy_state(self.model)
@@ -659,9 +669,11 @@ class TrainingEngine:
                 _check_finite(record, self.model, initial_state)
                 record["learning_rate"] = self._learning_rate()
                 record["time"] = time.perf_counter() - started
-                self.end_epoch(record, result)
+                # Callbacks first: the best weights must include what they
+                # set (a closed-form M-step of a mixture prior, say).
                 for callback in self.callbacks:
                     callback.on_epoch_end(self, record)
+                self.end_epoch(record, result)
                 result.history.append(record)
                 result.n_epochs += 1
                 self.epoch += 1

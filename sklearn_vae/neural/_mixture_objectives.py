@@ -7,9 +7,13 @@ Training has two phases, both run by the shared
    autoencoder (codes = posterior means), plus parametric UMAP's neighbour
    term when a neighbour graph is given. A mixture fitted on these codes
    initialises the prior.
-2. :class:`MixturePriorELBO` trains encoder, decoder and prior jointly on
-   VaDE's negative ELBO, plus an optional Dirichlet MAP term on the weights and
-   SCAN's neighbour-consistency and batch-entropy terms.
+2. :class:`MixturePriorELBO` trains the encoder and decoder on VaDE's
+   negative ELBO, plus SCAN's neighbour-consistency and batch-entropy terms,
+   and summarises the epoch's responsibilities; at the end of each epoch
+   :class:`MixtureMaximization` sets the mixture prior in closed form from
+   that summary (the MAP weights under the Dirichlet prior, and the means and
+   covariances), as EM's M-step would, and :class:`AssignmentConvergence`
+   stops training once the clusters no longer change.
 
 :class:`CollapseGuard` is an epoch-end callback of phase 2 that re-seeds
 components whose weight collapsed and records it in the history.
@@ -31,12 +35,19 @@ from ._clustering_losses import (
     neighbor_embedding_loss,
     sample_negatives,
 )
+from .._distributed import all_reduce_sum
 from ._engine import Batch, Callback, Objective, StepContext, TrainingEngine
-from ._mixture_prior import MixturePriorVAE, split_collapsed_components
+from ._mixture_prior import MixturePriorVAE, MixtureStatistics, split_collapsed_components
 from ._modules import GaussianDecoder
 from ._objectives import mutual_information_diagnostics, reparameterize
 
-__all__ = ["CollapseGuard", "MixturePriorELBO", "NeighborEmbeddingPretraining"]
+__all__ = [
+    "AssignmentConvergence",
+    "CollapseGuard",
+    "MixtureMaximization",
+    "MixturePriorELBO",
+    "NeighborEmbeddingPretraining",
+]
 
 #: In-batch negatives per item for the neighbour-embedding term (UMAP's
 #: ``negative_sample_rate`` default).
@@ -137,6 +148,10 @@ class MixturePriorELBO(Objective):
     graph neighbours (SCAN); the batch entropy keeps it from merging clusters.
     Only the ELBO terms enter the validation loss's meaning; the others are
     logged under their names.
+
+    Every training step also adds its rows' posterior moments and
+    responsibilities to :attr:`statistics`, the summary of the epoch so far
+    that :class:`MixtureMaximization` turns into the prior's parameters.
     Once per epoch
     :func:`~sklearn_vae.neural._objectives.mutual_information_diagnostics`
     logs ``mutual_information``.
@@ -152,6 +167,15 @@ class MixturePriorELBO(Objective):
         Weight of the neighbour-preserving term of the pretraining, kept
         during joint training so the codes do not drift from the input's
         neighbourhoods; ignored without a ``"neighbors"`` array.
+
+    Attributes
+    ----------
+    statistics : MixtureStatistics or None
+        Sufficient statistics of the training rows seen since the last
+        :meth:`reset_statistics` (None before the first step).
+    assignments : torch.Tensor of shape (n_samples,) or None
+        Cluster of each training row (the most probable at its posterior
+        mean) when it was last trained on; -1 for rows not seen yet.
     """
 
     def __init__(
@@ -163,6 +187,24 @@ class MixturePriorELBO(Objective):
         self.weight_concentration_prior = weight_concentration_prior
         self.consistency_weight = consistency_weight
         self.neighbor_weight = neighbor_weight
+        self.statistics: MixtureStatistics | None = None
+        self.assignments: torch.Tensor | None = None
+
+    def reset_statistics(self) -> None:
+        """Start a new summary of responsibilities (at each epoch's start)."""
+        self.statistics = None
+
+    def _record(self, model: MixturePriorVAE, batch: Batch, mean, log_var, log_gamma) -> None:
+        batch_statistics = model.prior.sufficient_statistics(mean, log_var, log_gamma)
+        self.statistics = (
+            batch_statistics if self.statistics is None else self.statistics.merge(batch_statistics)
+        )
+        if self.assignments is None:
+            self.assignments = torch.full(
+                (len(batch.data),), -1, dtype=torch.int64, device=mean.device
+            )
+        with torch.no_grad():
+            self.assignments[batch.indices] = model.prior.log_responsibilities(mean).argmax(dim=1)
 
     def loss_terms(
         self, model: MixturePriorVAE, batch: Batch, context: StepContext
@@ -179,6 +221,8 @@ class MixturePriorELBO(Objective):
         )
         z = reparameterize(mean, log_var, noise)
         log_gamma = model.prior.log_responsibilities(z)
+        if context.training and context.step == "model":
+            self._record(model, batch, mean, log_var, log_gamma)
         kl = {name: value.mean() for name, value in model.prior.kl_terms(mean, log_var, log_gamma).items()}
         reconstruction = -model.decoder.log_prob(batch.X, z).mean()
         terms = {"reconstruction": reconstruction, **kl}
@@ -211,13 +255,102 @@ class MixturePriorELBO(Objective):
         return mutual_information_diagnostics(model, batch, context)
 
 
+def _mixture_elbo(engine: TrainingEngine) -> MixturePriorELBO:
+    """The MixturePriorELBO the engine trains with (InfoMax wraps one)."""
+    objective = engine.objective
+    while not isinstance(objective, MixturePriorELBO):
+        objective = objective.objective
+    return objective
+
+
+class MixtureMaximization(Callback):
+    """Set the mixture prior in closed form from each epoch's responsibilities.
+
+    At the start of every epoch the summary of :class:`MixturePriorELBO` is
+    reset; at its end
+    :meth:`~sklearn_vae.neural._mixture_prior.GaussianMixturePrior.maximization_step`
+    sets the weights to their MAP estimate under the Dirichlet prior (the
+    maximum-likelihood ``N_c / N`` without one) and the means and covariances
+    to the maximisers of the ELBO, for the ``N`` rows the epoch trained on. A
+    weight prior that acted through gradient steps would move the weights by
+    about the learning rate per step; the closed form applies it fully every
+    epoch.
+
+    Parameters
+    ----------
+    weight_concentration_prior : float or None
+        ``alpha`` of the symmetric Dirichlet prior on the weights.
+    """
+
+    def __init__(self, weight_concentration_prior: float | None) -> None:
+        self.weight_concentration_prior = weight_concentration_prior
+
+    def on_epoch_begin(self, engine: TrainingEngine, epoch: int) -> None:
+        _mixture_elbo(engine).reset_statistics()
+
+    def on_epoch_end(self, engine: TrainingEngine, record: dict[str, Any]) -> None:
+        statistics = _mixture_elbo(engine).statistics
+        if statistics is not None:
+            # Under a process group: every rank's shard, so the ranks' priors
+            # stay identical.
+            engine.model.prior.maximization_step(
+                statistics.all_reduce(),
+                weight_concentration_prior=self.weight_concentration_prior,
+            )
+
+
+class AssignmentConvergence(Callback):
+    """Stop joint training once the cluster assignments have settled.
+
+    After each epoch, ``assignment_change`` in the history is the share of
+    training rows whose cluster (at their posterior mean, when last trained
+    on) differs from the epoch before. Training has converged, and stops, when
+    that share stays at most ``tol`` for ``patience`` epochs in a row: a
+    clustering is done when its clusters no longer change, however slowly the
+    networks still improve their reconstructions (DEC and IDEC stop on the
+    same quantity).
+
+    Parameters
+    ----------
+    tol : float
+        Largest share of rows that may change cluster in a settled epoch.
+    patience : int
+        Settled epochs in a row that stop training.
+    """
+
+    def __init__(self, tol: float, patience: int) -> None:
+        self.tol = tol
+        self.patience = patience
+
+    def on_train_begin(self, engine: TrainingEngine) -> None:
+        self._previous: torch.Tensor | None = None
+        self._settled = 0
+
+    def on_epoch_end(self, engine: TrainingEngine, record: dict[str, Any]) -> None:
+        assignments = _mixture_elbo(engine).assignments
+        if assignments is None:
+            return
+        assignments = assignments.clone()
+        if self._previous is not None:
+            seen = (assignments >= 0) & (self._previous >= 0)
+            changed = ((assignments != self._previous) & seen).sum()
+            # Counted over every rank's shard, so the ranks stop together.
+            changed, n_seen = all_reduce_sum(torch.stack([changed, seen.sum()])).tolist()
+            record["assignment_change"] = changed / max(1, n_seen)
+            self._settled = self._settled + 1 if record["assignment_change"] <= self.tol else 0
+            if self._settled >= self.patience:
+                engine.stop_training = True
+        self._previous = assignments
+
+
 class CollapseGuard(Callback):
     """Re-seed collapsed mixture components at the end of every epoch.
 
     Calls :func:`~sklearn_vae.neural._mixture_prior.split_collapsed_components`
-    on the model's prior. Re-seeding changes the prior's parameters under the
-    optimiser, so Adam's running moments of those parameters are reset. Every
-    event is stored in the epoch's history record under ``"collapse_events"``.
+    on the model's prior, after the epoch's M-step
+    (:class:`MixtureMaximization`), which cannot revive a component that no
+    row chose. Every event is stored in the epoch's history record under
+    ``"collapse_events"``.
 
     Parameters
     ----------
@@ -229,11 +362,7 @@ class CollapseGuard(Callback):
         self.weight_threshold = weight_threshold
 
     def on_epoch_end(self, engine: TrainingEngine, record: dict[str, Any]) -> None:
-        prior = engine.model.prior
-        events = split_collapsed_components(prior, self.weight_threshold)
+        events = split_collapsed_components(engine.model.prior, self.weight_threshold)
         if not events:
             return
         record["collapse_events"] = events
-        for optimizer in engine.optimizers.values():
-            for parameter in prior.parameters():
-                optimizer.state.pop(parameter, None)

@@ -289,6 +289,21 @@ class GaussianDecoder(LikelihoodDecoder):
         """Return the per-feature variance, floored away from zero."""
         return torch.exp(self.log_variance) + _GAUSSIAN_VARIANCE_FLOOR
 
+    @torch.no_grad()
+    def set_variance(self, variance: torch.Tensor | float) -> None:
+        """Make :meth:`variance` return ``variance`` (at least the floor).
+
+        Parameters
+        ----------
+        variance : torch.Tensor of shape (n_features,) or float
+            One value per feature, or one for all.
+        """
+        variance = torch.as_tensor(variance, dtype=self.log_variance.dtype).to(
+            self.log_variance.device
+        )
+        above_floor = (variance - _GAUSSIAN_VARIANCE_FLOOR).clamp_min(_GAUSSIAN_VARIANCE_FLOOR)
+        self.log_variance.copy_(above_floor.log().expand_as(self.log_variance))
+
     def log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         variance = self.variance()
         squared_error = (x - self.network(z)).square()

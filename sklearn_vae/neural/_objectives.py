@@ -17,15 +17,21 @@ estimate computed from the same draws (Jensen's inequality).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
-from ._engine import Batch, Objective, StepContext
-from ._modules import VariationalAutoencoder, diagonal_gaussian_log_prob
+from .._backend import iter_row_chunks
+from .._distributed import all_reduce_sum
+from ._engine import Batch, Callback, Objective, StepContext, TrainingEngine
+from ._modules import GaussianDecoder, VariationalAutoencoder, diagonal_gaussian_log_prob
 from ._mutual_information import encoder_mutual_information
 
 __all__ = [
+    "ACTIVE_UNIT_THRESHOLD",
     "ELBO",
+    "SharedVarianceWarmup",
+    "active_units",
     "elbo_from_log_weights",
     "importance_weighted_bound",
     "log_importance_weights",
@@ -33,6 +39,43 @@ __all__ = [
     "reparameterize",
     "sample_posterior",
 ]
+
+
+#: Rows per forward pass of :class:`SharedVarianceWarmup`'s residual pass.
+_RESIDUAL_CHUNK_ROWS = 4096
+
+#: A latent unit is active when the variance of its posterior mean over the
+#: data exceeds this (Burda, Grosse and Salakhutdinov 2016), a hundredth of the
+#: standard normal prior's variance.
+ACTIVE_UNIT_THRESHOLD = 1e-2
+
+
+def active_units(posterior_mean: torch.Tensor) -> torch.Tensor:
+    """Number of active latent units, ``#{j : Cov_x(E_q[z_j | x]) > 0.01}``.
+
+    An inactive unit's posterior mean is (nearly) the same for every row: the
+    code carries no information about ``x`` there and the posterior has
+    collapsed onto the prior in that direction.
+
+    Parameters
+    ----------
+    posterior_mean : torch.Tensor of shape (n_samples, n_components)
+        ``E_q[z | x]`` of some rows (at least two).
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar, in the dtype of ``posterior_mean``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> mean = torch.stack([torch.linspace(-1, 1, 50), torch.full((50,), 0.3)], dim=1)
+    >>> float(active_units(mean))
+    1.0
+    """
+    variance = posterior_mean.var(dim=0, correction=0)
+    return (variance > ACTIVE_UNIT_THRESHOLD).sum().to(posterior_mean.dtype)
 
 
 def reparameterize(
@@ -136,10 +179,14 @@ def mutual_information_diagnostics(
     ``mutual_information``: I(x; z) of the encoding distribution on the batch,
     estimated by
     :func:`~sklearn_vae.neural._mutual_information.encoder_mutual_information`
-    (a lower bound, in nats, at most ``log(len(batch))``).
+    (a lower bound, in nats, at most ``log(len(batch))``); ``active_units``:
+    :func:`active_units` of the batch's posterior means.
     """
     z, mean, log_var = sample_posterior(model, batch.X, context.generator)
-    return {"mutual_information": encoder_mutual_information(z, mean, log_var)}
+    return {
+        "mutual_information": encoder_mutual_information(z, mean, log_var),
+        "active_units": active_units(mean),
+    }
 
 
 class ELBO(Objective):
@@ -196,3 +243,84 @@ class ELBO(Objective):
         self, model: VariationalAutoencoder, batch: Batch, context: StepContext
     ) -> dict[str, torch.Tensor]:
         return mutual_information_diagnostics(model, batch, context)
+
+
+class SharedVarianceWarmup(Callback):
+    """Form the codes under one fixed decoder variance, then fit the density.
+
+    For the first ``n_epochs`` epochs the Gaussian decoder's variance is held
+    at the value it starts with, one for every feature, and the networks
+    train under it. At the start of epoch ``n_epochs`` each feature gets its
+    own variance, set to its maximum-likelihood value given the networks, the
+    mean squared residual ``E_x E_q(z|x) (x_j - f_j(z))^2`` over the training
+    rows (validation rows excluded; one posterior draw per row; summed over
+    ranks under a process group); from there the variances and the decoder
+    learn while the encoder is held, so the codes of the first epochs are
+    kept.
+
+    Why: with per-feature variances from the start, features that are almost
+    constant (the blank border of an image) get tiny variances, and the few
+    rows where they are not constant then dominate the gradients: the codes
+    spend their capacity on those rows instead of on the structure shared by
+    all features. A fixed shared variance weighs every feature's squared
+    error alike, as PCA does, and, unlike a learned one, cannot grow until
+    the KL term wins and the posterior collapses. Training the encoder on
+    against the per-feature variances brings that fault back (measured on the
+    digits: the codes lost accuracy), so only the decoder completes the
+    density.
+
+    Parameters
+    ----------
+    n_epochs : int
+        Epochs with the fixed shared variance (global epoch indices, so that
+        ``warm_start`` and ``partial_fit`` continue the schedule).
+    """
+
+    def __init__(self, n_epochs: int) -> None:
+        self.n_epochs = n_epochs
+
+    @staticmethod
+    def _decoder(engine: TrainingEngine) -> GaussianDecoder | None:
+        decoder = engine.model.decoder
+        return decoder if isinstance(decoder, GaussianDecoder) else None
+
+    def on_train_begin(self, engine: TrainingEngine) -> None:
+        decoder = self._decoder(engine)
+        if decoder is None:
+            return
+        if engine.epoch < self.n_epochs:
+            decoder.log_variance.requires_grad_(False)
+        else:
+            engine.model.encoder.requires_grad_(False)
+
+    def on_epoch_begin(self, engine: TrainingEngine, epoch: int) -> None:
+        decoder = self._decoder(engine)
+        if decoder is None or epoch != self.n_epochs:
+            return
+        decoder.set_variance(_mean_squared_residuals(engine))
+        decoder.log_variance.requires_grad_(True)
+        engine.model.encoder.requires_grad_(False)
+
+    def on_train_end(self, engine: TrainingEngine, result: Any) -> None:
+        # The fitted networks keep ordinary trainable parameters: a later
+        # call with other parameters, or a user's own torch loop, expects them.
+        decoder = self._decoder(engine)
+        if decoder is not None:
+            decoder.log_variance.requires_grad_(True)
+            engine.model.encoder.requires_grad_(True)
+
+
+def _mean_squared_residuals(engine: TrainingEngine) -> torch.Tensor:
+    """``E_x E_q(z|x) (x - f(z))^2`` per feature over the engine's training rows."""
+    model, X, indices = engine.model, engine.data.X, engine.train_indices
+    model.eval()
+    with torch.no_grad():
+        total = torch.zeros(X.shape[1] + 1, dtype=torch.float64, device=X.device)
+        for rows in iter_row_chunks(len(indices), _RESIDUAL_CHUNK_ROWS):
+            x = X[indices[rows]]
+            z, _, _ = sample_posterior(model, x, engine.generator)
+            total[:-1] += (x - model.decoder.mean(z)).square().sum(dim=0).to(torch.float64)
+            total[-1] += len(x)
+        total = all_reduce_sum(total)
+    model.train()
+    return (total[:-1] / total[-1]).to(X.dtype)

@@ -9,10 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
-from torch.distributions import Categorical, Normal, kl_divergence
+from torch.distributions import Categorical, MultivariateNormal, Normal, kl_divergence
 
 from sklearn_vae.neural._mixture_prior import (
+    COVARIANCE_TYPES,
     GaussianMixturePrior,
+    MixtureStatistics,
+    map_weights,
     split_collapsed_components,
 )
 
@@ -26,14 +29,14 @@ def _random_prior(covariance_type, seed, n_components=3, latent_dim=4, dtype=tor
     return prior
 
 
-@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_log_densities_match_scipy(covariance_type):
     prior = _random_prior(covariance_type, seed=0)
     z = torch.randn(7, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     means = prior.means.detach().numpy()
-    variances = prior.variances.detach().numpy()
+    covariances = prior.covariance_matrices().detach().numpy()
     expected = np.stack(
-        [multivariate_normal(means[k], np.diag(variances[k])).logpdf(z.numpy()) for k in range(3)],
+        [multivariate_normal(means[k], covariances[k]).logpdf(z.numpy()) for k in range(3)],
         axis=1,
     )
     np.testing.assert_allclose(prior.component_log_prob(z).detach().numpy(), expected, rtol=1e-10)
@@ -43,12 +46,18 @@ def test_log_densities_match_scipy(covariance_type):
     )
     gamma = prior.log_responsibilities(z).exp()
     np.testing.assert_allclose(gamma.sum(dim=1).detach().numpy(), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(
+        prior.variances.detach().numpy(), np.diagonal(covariances, axis1=1, axis2=2), rtol=1e-12
+    )
+    variances = prior.variances.detach().numpy()
     if covariance_type == "spherical":
         assert prior.log_variances.shape == (3, 1)
         assert np.all(variances == variances[:, :1])
+    if covariance_type != "full":
+        np.testing.assert_array_equal(covariances, covariances * np.eye(4))  # diagonal
 
 
-@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_kl_terms_match_torch_distributions(covariance_type):
     prior = _random_prior(covariance_type, seed=2)
     generator = torch.Generator().manual_seed(3)
@@ -57,9 +66,9 @@ def test_kl_terms_match_torch_distributions(covariance_type):
     log_gamma = prior.log_responsibilities(mean + torch.randn(6, 4, generator=generator, dtype=torch.float64))
     terms = prior.kl_terms(mean, log_var, log_gamma)
 
-    posterior = Normal(mean[:, None, :], (0.5 * log_var).exp()[:, None, :])
-    components = Normal(prior.means[None], prior.variances.sqrt()[None])
-    per_component = kl_divergence(posterior, components).sum(dim=2)
+    posterior = MultivariateNormal(mean[:, None, :], torch.diag_embed(log_var.exp())[:, None])
+    components = MultivariateNormal(prior.means[None], prior.covariance_matrices()[None])
+    per_component = kl_divergence(posterior, components)
     expected_latent = (log_gamma.exp() * per_component).sum(dim=1)
     expected_cluster = kl_divergence(Categorical(logits=log_gamma), Categorical(logits=prior.weight_logits))
     torch.testing.assert_close(terms["kl_latent"], expected_latent)
@@ -87,7 +96,7 @@ def test_negative_elbo_terms_equal_monte_carlo_kl():
 @given(
     scale=st.floats(0.0, 30.0),
     seed=st.integers(0, 2**16),
-    covariance_type=st.sampled_from(["diag", "spherical"]),
+    covariance_type=st.sampled_from(COVARIANCE_TYPES),
     dtype=st.sampled_from([torch.float32, torch.float64]),
 )
 def test_extreme_parameters_stay_finite(scale, seed, covariance_type, dtype):
@@ -95,6 +104,8 @@ def test_extreme_parameters_stay_finite(scale, seed, covariance_type, dtype):
     with torch.no_grad():
         for parameter in prior.parameters():
             parameter.mul_(scale)
+        if covariance_type == "full":  # keep the precision factor's entries comparable
+            prior.precision_cholesky_lower.clamp_(-3, 3)
     generator = torch.Generator().manual_seed(seed + 1)
     mean = scale * torch.randn(5, 4, generator=generator, dtype=dtype)
     log_var = scale * torch.randn(5, 4, generator=generator, dtype=dtype).clamp(-1, 1)
@@ -109,7 +120,7 @@ def test_extreme_parameters_stay_finite(scale, seed, covariance_type, dtype):
     assert all(torch.all(torch.isfinite(p.grad)) for p in prior.parameters())
 
 
-@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical", "full"])
 def test_initialize_round_trips_and_guards_zeros(covariance_type):
     prior = GaussianMixturePrior(3, 2, covariance_type).double()
     weights = np.array([0.5, 0.5, 0.0])
@@ -120,8 +131,110 @@ def test_initialize_round_trips_and_guards_zeros(covariance_type):
     assert torch.all(torch.isfinite(prior.log_variances))
     np.testing.assert_allclose(prior.weights.detach().numpy()[:2], [0.5, 0.5])
     np.testing.assert_allclose(prior.means.detach().numpy(), means)
-    expected = variances if covariance_type == "diag" else variances.mean(axis=1, keepdims=True) * [1, 1]
+    expected = variances if covariance_type != "spherical" else variances.mean(axis=1, keepdims=True) * [1, 1]
     np.testing.assert_allclose(prior.variances.detach().numpy()[:2], expected[:2])
+
+
+def test_initialize_takes_gaussian_mixture_covariances_of_every_type():
+    rng = np.random.default_rng(0)
+    factors = rng.normal(size=(3, 4, 4))
+    matrices = factors @ factors.transpose(0, 2, 1) + np.eye(4)
+    layouts = {
+        "full": matrices,
+        "diag": np.diagonal(matrices, axis1=1, axis2=2),
+        "spherical": np.diagonal(matrices, axis1=1, axis2=2).mean(axis=1),
+    }
+    for covariance_type, covariances in layouts.items():
+        prior = GaussianMixturePrior(3, 4, covariance_type).double()
+        prior.initialize(np.full(3, 1 / 3), rng.normal(size=(3, 4)), covariances)
+        np.testing.assert_allclose(prior.covariances().detach().numpy(), covariances, rtol=1e-10)
+        assert prior.covariances().shape == covariances.shape
+
+
+def _weighted_codes(seed, n_samples=50, latent_dim=3, n_components=2):
+    generator = torch.Generator().manual_seed(seed)
+    mean = torch.randn(n_samples, latent_dim, generator=generator, dtype=torch.float64)
+    log_var = torch.randn(n_samples, latent_dim, generator=generator, dtype=torch.float64) - 2
+    logits = 3 * torch.randn(n_samples, n_components, generator=generator, dtype=torch.float64)
+    return mean, log_var, torch.log_softmax(logits, dim=1)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_maximization_step_gives_the_weighted_moments_of_the_posteriors(covariance_type):
+    mean, log_var, log_gamma = _weighted_codes(0)
+    prior = GaussianMixturePrior(2, 3, covariance_type).double()
+    prior.maximization_step(prior.sufficient_statistics(mean, log_var, log_gamma))
+    gamma, variance = log_gamma.exp().numpy(), log_var.exp().numpy()
+    for k in range(2):
+        weights = gamma[:, k] / gamma[:, k].sum()
+        mu = weights @ mean.numpy()
+        centred = mean.numpy() - mu
+        # E_q[(z - mu)(z - mu)^T] = (mu~ - mu)(mu~ - mu)^T + diag sigma~^2, weighted.
+        expected = np.einsum("n,ni,nj->ij", weights, centred, centred) + np.diag(weights @ variance)
+        expected += 1e-6 * np.eye(3)
+        if covariance_type == "diag":
+            expected = np.diag(expected)
+        elif covariance_type == "spherical":
+            expected = np.diag(expected).mean()
+        np.testing.assert_allclose(prior.means[k].detach().numpy(), mu, rtol=1e-10)
+        np.testing.assert_allclose(prior.covariances()[k].detach().numpy(), expected, rtol=1e-8)
+    np.testing.assert_allclose(prior.weights.detach().numpy(), gamma.mean(axis=0), rtol=1e-10)
+
+
+@pytest.mark.parametrize("concentration", [None, 0.5, 3.0, 1e3])
+def test_closed_form_weights_are_the_dirichlet_map(concentration):
+    mean, log_var, log_gamma = _weighted_codes(1, n_components=4)
+    prior = GaussianMixturePrior(4, 3).double()
+    statistics = prior.sufficient_statistics(mean, log_var, log_gamma)
+    prior.maximization_step(statistics, weight_concentration_prior=concentration, components=False)
+    counts = log_gamma.exp().sum(dim=0).numpy()
+    alpha = 1.0 if concentration is None else concentration
+    expected = np.maximum(counts + alpha - 1, 0)
+    expected /= expected.sum()
+    weights = prior.weights.detach().numpy()
+    np.testing.assert_allclose(weights[expected > 0], expected[expected > 0], rtol=1e-10)
+    assert np.all(weights[expected == 0] < 1e-300)
+    # The MAP maximises log-likelihood + log prior over the simplex.
+    objective = lambda pi: counts @ np.log(pi) + (alpha - 1) * np.log(pi).sum()  # noqa: E731
+    if np.all(expected > 0):
+        rng = np.random.default_rng(0)
+        for other in rng.dirichlet(np.ones(4), size=20):
+            assert objective(weights) >= objective(other)
+    assert torch.equal(prior.means, torch.zeros(4, 3, dtype=torch.float64))  # components=False
+
+
+def test_map_weights_without_information_are_uniform():
+    weights = map_weights(torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64), 1.0, 0.1)
+    np.testing.assert_allclose(weights.numpy(), 1 / 3)
+
+
+def test_statistics_merge_exactly_and_blend_as_running_averages():
+    mean, log_var, log_gamma = _weighted_codes(2, n_samples=30)
+    prior = GaussianMixturePrior(2, 3, "full").double()
+    whole = prior.sufficient_statistics(mean, log_var, log_gamma)
+    first = prior.sufficient_statistics(mean[:10], log_var[:10], log_gamma[:10])
+    rest = prior.sufficient_statistics(mean[10:], log_var[10:], log_gamma[10:])
+    merged = first.merge(rest)
+    assert merged.n_samples == 30
+    for name in ("counts", "first", "second"):
+        torch.testing.assert_close(getattr(merged, name), getattr(whole, name))
+    blended = first.blend(rest, 0.25)
+    assert blended.n_samples == 30
+    torch.testing.assert_close(blended.first, 0.75 * first.first + 0.25 * rest.first)
+    assert isinstance(blended, MixtureStatistics)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_maximization_step_keeps_components_without_rows(covariance_type):
+    mean, log_var, _ = _weighted_codes(3)
+    log_gamma = torch.log(torch.tensor([1.0, 0.0], dtype=torch.float64).clamp_min(1e-320)).expand(50, 2)
+    prior = GaussianMixturePrior(2, 3, covariance_type).double()
+    prior.initialize([0.5, 0.5], [[0.0] * 3, [7.0] * 3], np.full((2, 3), 2.0))
+    before = prior.covariances()[1].clone()
+    prior.maximization_step(prior.sufficient_statistics(mean, log_var, log_gamma))
+    np.testing.assert_allclose(prior.means[1].detach().numpy(), 7.0)
+    torch.testing.assert_close(prior.covariances()[1], before)
+    assert torch.all(torch.isfinite(prior.weight_logits))
 
 
 def test_dirichlet_prior_value_and_pull():
@@ -136,8 +249,18 @@ def test_dirichlet_prior_value_and_pull():
     np.testing.assert_allclose(prior.weights.detach().numpy(), 0.25, atol=1e-3)
 
 
-def test_sample_follows_weights_and_components():
-    prior = GaussianMixturePrior(3, 2).double()
+def test_full_covariance_samples_have_the_component_covariance():
+    prior = GaussianMixturePrior(1, 2, "full").double()
+    covariance = np.array([[[2.0, 1.2], [1.2, 1.0]]])
+    prior.initialize([1.0], [[1.0, -1.0]], covariance)
+    z, _ = prior.sample(200_000, torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(np.cov(z.numpy().T), covariance[0], atol=0.02)
+    np.testing.assert_allclose(z.numpy().mean(axis=0), [1.0, -1.0], atol=0.01)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_sample_follows_weights_and_components(covariance_type):
+    prior = GaussianMixturePrior(3, 2, covariance_type).double()
     prior.initialize([0.6, 0.3, 0.1], [[-10.0, 0.0], [0.0, 0.0], [10.0, 0.0]], np.full((3, 2), 0.1))
     z, labels = prior.sample(3000, torch.Generator().manual_seed(0))
     np.testing.assert_allclose(np.bincount(labels.numpy()) / 3000, [0.6, 0.3, 0.1], atol=0.03)
@@ -165,6 +288,14 @@ def test_split_collapsed_components_reseeds_and_records():
     assert split_collapsed_components(prior, weight_threshold=0.01) == []
 
 
+def test_split_copies_a_full_covariance():
+    prior = GaussianMixturePrior(2, 2, "full").double()
+    covariance = np.array([[[2.0, 1.2], [1.2, 1.0]], [[1.0, 0.0], [0.0, 1.0]]])
+    prior.initialize([0.999, 0.001], [[0.0, 0.0], [5.0, 5.0]], covariance)
+    split_collapsed_components(prior, weight_threshold=0.01)
+    np.testing.assert_allclose(prior.covariances().detach().numpy(), covariance[[0, 0]], rtol=1e-10)
+
+
 def test_rejects_unknown_covariance_type():
     with pytest.raises(ValueError, match="covariance_type"):
-        GaussianMixturePrior(2, 2, "full")
+        GaussianMixturePrior(2, 2, "tied")
