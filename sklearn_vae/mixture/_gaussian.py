@@ -940,7 +940,12 @@ class EMGaussianMixture(BaseEMMixture):
         workspace: ChunkWorkspace | None = None,
         parameters: GaussianParameters | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        reference = None if parameters is None else parameters.means.to(X.dtype)
+        # Only 'full' sums its second moments about the current means.
+        reference = (
+            parameters.means.to(X.dtype)
+            if parameters is not None and self.covariance_type == "full"
+            else None
+        )
         return _MOMENTS[self.covariance_type](X, weighted_resp, workspace, reference)
 
     def _rounding_dominates(
