@@ -129,6 +129,9 @@ class ChunkWorkspace:
 
     def __init__(self) -> None:
         self._buffers: dict[str, torch.Tensor] = {}
+        #: Small values an E-step carries from one chunk, and one pass, to the
+        #: next (e.g. how many chunks to compute without bounds).
+        self.memory: dict[str, Any] = {}
 
     def rows(self, name: str, n_rows: int, n_columns: int, like: torch.Tensor):
         """Return an uninitialised (n_rows, n_columns) view of buffer ``name``.
@@ -155,6 +158,30 @@ class ChunkWorkspace:
             buffer = like.new_empty((n_rows, n_columns))
             self._buffers[name] = buffer
         return buffer[:n_rows]
+
+    def ones(self, n_rows: int, like: torch.Tensor) -> torch.Tensor:
+        """Return a column of ``n_rows`` ones (a product with it sums rows).
+
+        Parameters
+        ----------
+        n_rows : int
+        like : torch.Tensor
+            Gives dtype and device.
+
+        Returns
+        -------
+        torch.Tensor of shape (n_rows, 1)
+        """
+        ones = self._buffers.get("ones")
+        if ones is None or ones.shape[0] != n_rows or ones.dtype != like.dtype:
+            ones = like.new_ones((n_rows, 1))
+            self._buffers["ones"] = ones
+        return ones
+
+
+def _widened(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in float64; tested first, as even a no-op cast costs a dispatch."""
+    return tensor if tensor.dtype == ACCUMULATION_DTYPE else tensor.to(ACCUMULATION_DTYPE)
 
 
 @contextmanager
@@ -780,9 +807,9 @@ class BaseEMMixture(
         )
         # The log-likelihood and total weight are float64 sums already.
         return SufficientStatistics(
-            component_weight=weighted_resp.sum(dim=0).to(ACCUMULATION_DTYPE),
-            weighted_sum=weighted_sum.to(ACCUMULATION_DTYPE),
-            weighted_scatter=weighted_scatter.to(ACCUMULATION_DTYPE),
+            component_weight=_widened(weighted_resp.sum(dim=0)),
+            weighted_sum=_widened(weighted_sum),
+            weighted_scatter=_widened(weighted_scatter),
             log_likelihood=log_likelihood,
             total_weight=total_weight,
         )

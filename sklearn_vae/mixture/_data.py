@@ -169,14 +169,20 @@ class ChunkEStep:
         """
         log_floor, resp_floor = exp_floor(self.dtype)
         # Rows of another dtype (float32 rows in a float64 retry) are cast.
-        X = X.to(self.dtype)
+        # Each cast is tested first: even a no-op costs a dispatch, and a
+        # small fit's iteration is made of a few dozen operations.
+        if X.dtype != self.dtype:
+            X = X.to(self.dtype)
         if self._log_prob is None:
             from ._base import ChunkWorkspace
 
             if self.workspace is None:
                 self.workspace = ChunkWorkspace()
             self._device_parameters = type(self.parameters)(
-                *(tensor.to(X.device) for tensor in self.parameters)
+                *(
+                    tensor if tensor.device == X.device else tensor.to(X.device)
+                    for tensor in self.parameters
+                )
             )
             self._log_prob = self.mixture._weighted_log_prob_function(
                 self._device_parameters, self.dtype, self.workspace, log_floor
@@ -194,7 +200,7 @@ class ChunkEStep:
         )
         torch.nn.functional.threshold_(weighted_resp, resp_floor, 0.0)
         # A product with ones: twice as fast as sum(dim=1) over few columns.
-        normaliser = weighted_resp @ weighted_resp.new_ones((weighted_resp.shape[1], 1))
+        normaliser = weighted_resp @ self.workspace.ones(weighted_resp.shape[1], X)
         log_norm = (largest + normaliser.log()).squeeze(1)
         weighted_resp *= weights.to(X.dtype)[:, None] / normaliser
         return self.mixture._chunk_statistics(

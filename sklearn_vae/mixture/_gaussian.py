@@ -396,7 +396,7 @@ def _covariances_tied(scatter, nk, means, reg_covar):
 
 
 def _covariances_diag(scatter, nk, means, reg_covar):
-    return scatter / nk[:, None] - means**2 + reg_covar
+    return scatter / nk[:, None] - means.square() + reg_covar
 
 
 def _covariances_spherical(scatter, nk, means, reg_covar):
@@ -419,8 +419,9 @@ def _precisions_cholesky(
         return torch.linalg.solve_triangular(cholesky, identity, upper=False).mT
     precisions_cholesky = covariances.rsqrt()
     # The log of rsqrt is finite exactly where the variance is positive and
-    # finite: one test, one read on the host.
-    if not bool(precisions_cholesky.log().isfinite().all()):
+    # finite, and a sum is finite only if every term is: two operations and
+    # one read on the host.
+    if not math.isfinite(precisions_cholesky.log().sum()):
         raise ValueError(_ILL_DEFINED_COVARIANCE)
     return precisions_cholesky
 
@@ -499,14 +500,46 @@ def _log_prob_full(parameters, dtype, workspace=None):
     return log_prob
 
 
-#: Chunks of a pass computed densely, without bounds, after a chunk whose
-#: bounds left too many pairs: a tenth of the bounds' cost on overlapping
-#: components, and a chance to gather again every eight chunks.
+#: Chunks computed densely, without bounds, after a chunk whose bounds left
+#: too many pairs: a tenth of the bounds' cost on overlapping components, and
+#: a chance to gather again every eight chunks. The count is kept in the
+#: workspace, so it carries over from one pass to the next: data of a single
+#: chunk try the bounds every eighth iteration, not every one.
 _DENSE_CHUNKS_AFTER_FALLBACK = 7
+_DENSE_CHUNKS_AHEAD = "dense chunks ahead"
 
 #: Nats by which a pair's bound must clear the negligible log-ratio before
 #: the pair is skipped, on top of the rounding slack of the bounds themselves.
 _BOUND_MARGIN = 2.0
+
+
+class _BoundTerms(NamedTuple):
+    """What :func:`_log_prob_full_truncated` bounds distances with, in the compute dtype."""
+
+    smallest_precision: torch.Tensor
+    largest_precision: torch.Tensor
+    constant: torch.Tensor
+    means: torch.Tensor
+    squared_means: torch.Tensor
+    whitened_means: torch.Tensor
+    cholesky: torch.Tensor
+
+    @classmethod
+    def of(cls, parameters: GaussianParameters, dtype: torch.dtype) -> _BoundTerms:
+        cholesky = parameters.precisions_cholesky
+        # The extreme eigenvalues of each precision P P^T (a symmetric
+        # eigensolver: half the cost of the singular values of P).
+        eigenvalues = torch.linalg.eigvalsh(cholesky @ cholesky.mT).clamp_(min=0.0)
+        means = parameters.means.to(dtype)
+        return cls(
+            smallest_precision=eigenvalues[:, 0].to(dtype),
+            largest_precision=eigenvalues[:, -1].to(dtype),
+            constant=_log_prob_constant(parameters, "full").to(dtype),
+            means=means,
+            squared_means=means.square().sum(dim=1),
+            whitened_means=(parameters.means[:, None, :] @ cholesky).to(dtype),
+            cholesky=cholesky.to(dtype),
+        )
 
 
 def _log_prob_full_truncated(parameters, dtype, workspace, negligible_log_ratio):
@@ -535,39 +568,39 @@ def _log_prob_full_truncated(parameters, dtype, workspace, negligible_log_ratio)
     ):
         return dense
     cholesky = parameters.precisions_cholesky
-    # The precision's eigenvalues are the squared singular values of P_k.
-    singular_values = torch.linalg.svdvals(cholesky)
-    smallest_precision = singular_values[:, -1].square().to(dtype)
-    largest_precision = singular_values[:, 0].square().to(dtype)
-    constant = _log_prob_constant(parameters, "full").to(dtype)
-    means = parameters.means.to(dtype)
-    squared_means = means.square().sum(dim=1)
-    whitened_means = (parameters.means[:, None, :] @ cholesky).to(dtype)
-    cholesky = cholesky.to(dtype)
+    # Chunks left before the bounds are tried again (see
+    # _DENSE_CHUNKS_AFTER_FALLBACK): after a chunk that the bounds could not
+    # thin, the next few are likely alike (overlapping components), and the
+    # bounds would add up to half the dense cost.
+    memory = workspace.memory if workspace is not None else {}
+    terms: _BoundTerms | None = None
     # The expanded |x|^2 - 2 x.mu + |mu|^2 is exact to about d roundings of
     # its largest terms.
     rounding = 4 * (n_features + 2) * torch.finfo(dtype).eps
-    # Chunks left before the bounds are tried again: after a chunk that the
-    # bounds could not thin, the next few are likely alike (overlapping
-    # components), and the bounds would add up to half the dense cost.
-    dense_chunks_ahead = 0
 
     def log_prob(X: torch.Tensor) -> torch.Tensor:
-        nonlocal dense_chunks_ahead
-        if dense_chunks_ahead:
-            dense_chunks_ahead -= 1
+        nonlocal terms
+        if memory.get(_DENSE_CHUNKS_AHEAD, 0):
+            memory[_DENSE_CHUNKS_AHEAD] -= 1
             return dense(X)
-        scale = X.square().sum(dim=1, keepdim=True) + squared_means
+        if terms is None:
+            # On the first chunk that tries the bounds, if one does: the
+            # precisions' eigenvalues cost as much as a few chunks.
+            terms = _BoundTerms.of(parameters, dtype)
+        means, constant = terms.means, terms.constant
+        scale = X.square().sum(dim=1, keepdim=True) + terms.squared_means
         euclidean = torch.addmm(scale, X, means.T, alpha=-2.0)
         slack = rounding * scale
-        upper = constant - 0.5 * smallest_precision * (euclidean - slack).clamp_(min=0)
-        lower = constant - 0.5 * largest_precision * (euclidean + slack)
+        upper = constant - 0.5 * terms.smallest_precision * (
+            euclidean - slack
+        ).clamp_(min=0)
+        lower = constant - 0.5 * terms.largest_precision * (euclidean + slack)
         threshold = lower.amax(dim=1, keepdim=True) + (
             negligible_log_ratio - _BOUND_MARGIN
         )
         groups = _rows_by_component(upper >= threshold)
         if groups is None:
-            dense_chunks_ahead = _DENSE_CHUNKS_AFTER_FALLBACK
+            memory[_DENSE_CHUNKS_AHEAD] = _DENSE_CHUNKS_AFTER_FALLBACK
             return dense(X)
         gathered = X.index_select(0, groups.source_row).view(
             n_components, groups.largest, n_features
@@ -575,7 +608,7 @@ def _log_prob_full_truncated(parameters, dtype, workspace, negligible_log_ratio)
         # Centred before the product, unlike the dense form: a d-th of its
         # cost, and exact however thin the component.
         distance = torch.linalg.vector_norm(
-            (gathered - means[:, None, :]) @ cholesky, dim=2
+            (gathered - means[:, None, :]) @ terms.cholesky, dim=2
         )
         values = constant[:, None] - 0.5 * distance.square_()
         weighted_log_prob = X.new_full((len(X), n_components), -math.inf)
@@ -586,9 +619,9 @@ def _log_prob_full_truncated(parameters, dtype, workspace, negligible_log_ratio)
             # Every row against the wide components, as _log_prob_full does.
             n_wide = len(groups.wide)
             whitened = torch.addmm(
-                -whitened_means[groups.wide].reshape(1, n_wide * n_features),
+                -terms.whitened_means[groups.wide].reshape(1, n_wide * n_features),
                 X,
-                cholesky[groups.wide].transpose(0, 1).reshape(n_features, -1),
+                terms.cholesky[groups.wide].transpose(0, 1).reshape(n_features, -1),
             )
             distance = torch.linalg.vector_norm(
                 whitened.view(len(X), n_wide, n_features), dim=2

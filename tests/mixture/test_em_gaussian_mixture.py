@@ -453,6 +453,32 @@ def test_overlapping_components_fall_back_to_dense_chunks(monkeypatch):
     assert_attributes_close(ours, theirs, names, rtol=1e-6, atol=1e-12)
 
 
+def test_a_fallback_to_dense_chunks_carries_over_to_the_next_passes(monkeypatch):
+    # One chunk of overlapping clusters: the bounds never thin it. Their cost
+    # (the precisions' eigenvalues and a product) is paid on one pass in
+    # eight, not on every pass.
+    X, _ = make_blobs(
+        n_samples=800, n_features=8, centers=8, cluster_std=4.0, random_state=0
+    )
+    init = sklearn_initialisation(X, 8, "full")
+    settings = dict(n_components=8, tol=0.0, max_iter=17, **init)
+    bound_terms = []
+    of = _gaussian._BoundTerms.of.__func__
+
+    def recording_of(cls, parameters, dtype):
+        bound_terms.append(dtype)
+        return of(cls, parameters, dtype)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_gaussian._BoundTerms, "of", classmethod(recording_of))
+        ours = EMGaussianMixture(**settings).fit(X)
+    # Passes 1, 9 and 17.
+    assert len(bound_terms) == 3
+    dense = _dense_fit(monkeypatch, EMGaussianMixture(**settings), X)
+    names = (*GAUSSIAN_ATTRIBUTES, "lower_bounds_")
+    assert_attributes_close(ours, dense, names, rtol=1e-12)
+
+
 @given(
     n_components=st.integers(4, 10),
     n_features=st.integers(1, 6),
