@@ -31,6 +31,8 @@ from sklearn_vae import EMGaussianMixture
 from sklearn_vae.mixture import _gaussian
 from sklearn_vae.mixture._base import _AUTO_CHUNK_BYTES
 
+from mixture_starts import sklearn_initialisation
+
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 
 
@@ -43,18 +45,6 @@ def blobs(n_samples=300, n_features=3, centers=3, random_state=0, offset=0.0):
         random_state=random_state,
     )
     return X + offset, y
-
-
-def sklearn_initialisation(X, n_components, covariance_type):
-    """scikit-learn's k-means start, as ``*_init`` parameters."""
-    start = GaussianMixture(
-        n_components, covariance_type=covariance_type, max_iter=0, random_state=0
-    ).fit(X)
-    return dict(
-        weights_init=start.weights_,
-        means_init=start.means_,
-        precisions_init=start.precisions_,
-    )
 
 
 def fitted_state(estimator):

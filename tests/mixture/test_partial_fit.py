@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 from sklearn.datasets import make_blobs
-from sklearn.mixture import GaussianMixture
 
 from sklearn_vae import EMGaussianMixture
+
+from mixture_starts import sklearn_initialisation
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 PARAMETERS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
@@ -18,17 +19,6 @@ def stream(n_samples=20_000, n_features=6, centers=5, random_state=0):
     )
     # A stationary stream: rows in random order.
     return X[np.random.RandomState(random_state).permutation(n_samples)]
-
-
-def initial_parameters(X, n_components, covariance_type):
-    start = GaussianMixture(
-        n_components, covariance_type=covariance_type, max_iter=0, random_state=0
-    ).fit(X)
-    return dict(
-        weights_init=start.weights_,
-        means_init=start.means_,
-        precisions_init=start.precisions_,
-    )
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
@@ -47,7 +37,7 @@ def test_one_pass_in_batches_ends_near_the_full_batch_fit(covariance_type):
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_first_call_from_given_parameters_is_one_em_iteration(covariance_type):
     X = stream(2000)
-    init = initial_parameters(X, 4, covariance_type)
+    init = sklearn_initialisation(X, 4, covariance_type)
     online = EMGaussianMixture(4, covariance_type=covariance_type, **init).partial_fit(X)
     one_iteration = EMGaussianMixture(
         4, covariance_type=covariance_type, max_iter=1, **init
@@ -76,7 +66,7 @@ def test_later_batches_follow_the_step_size_schedule():
     # numpy for 'diag': the M-step of the blended per-row averages.
     X = stream(2000)
     first_batch, second_batch = X[:1000], X[1000:]
-    init = initial_parameters(X, 4, "diag")
+    init = sklearn_initialisation(X, 4, "diag")
     decay = 0.8
     online = EMGaussianMixture(4, covariance_type="diag", stepwise_decay=decay, **init)
     start = EMGaussianMixture(4, covariance_type="diag", max_iter=0, **init).fit(X)
@@ -108,7 +98,7 @@ def test_later_batches_follow_the_step_size_schedule():
 def test_integer_weights_equal_repeated_rows():
     X = stream(600, n_features=3, centers=3)
     weights = np.random.RandomState(1).randint(1, 4, len(X))
-    init = initial_parameters(X, 3, "full")
+    init = sklearn_initialisation(X, 3, "full")
     weighted = EMGaussianMixture(3, **init)
     repeated = EMGaussianMixture(3, **init)
     for rows in (slice(0, 300), slice(300, 600)):
