@@ -567,7 +567,6 @@ def _log_prob_full_truncated(parameters, dtype, workspace, negligible_log_ratio)
         or n_components * _GATHERED_MAX_SHARE < 1
     ):
         return dense
-    cholesky = parameters.precisions_cholesky
     # Chunks left before the bounds are tried again (see
     # _DENSE_CHUNKS_AFTER_FALLBACK): after a chunk that the bounds could not
     # thin, the next few are likely alike (overlapping components), and the
