@@ -9,8 +9,9 @@ the mixture's parameters in unconstrained form -- mixture weights as softmax
 logits; each component's precision ``Sigma_c^-1 = A_c^T A_c`` through its
 lower-triangular Cholesky factor ``A_c``, whose diagonal is
 ``exp(-log_variances / 2)`` and whose strictly lower entries (``'full'`` only)
-are free -- so gradient steps can never produce an invalid covariance or
-weights that do not sum to one. Every density is computed from the whitened
+are free -- so no value it can hold is an invalid covariance or a set of
+weights that does not sum to one. The parameters are set in closed form from
+the codes' statistics (below), not by gradient steps. Every density is computed from the whitened
 difference ``A_c (z - mu_c)`` (no matrix inverse), and every logarithm of a
 probability is taken as a ``log_softmax`` or a ``logsumexp``, never as ``log``
 of a computed probability. For diagonal covariances ``log_variances`` are the
