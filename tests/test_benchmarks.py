@@ -18,6 +18,9 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 #: float32 fits of a few thousand rows, same start, three iterations.
 BOUND_TOLERANCE = 1e-5
 
+#: nats per sample between one pass of 10 partial_fit batches and fit.
+STREAMING_GAP = 0.2
+
 
 def run_script(name, *arguments):
     completed = subprocess.run(
@@ -64,6 +67,13 @@ def test_bench_scaling_quick_prints_every_section_with_equal_models():
         "torch.distributed gloo",
     ]
     assert all(float(row[-1]) < BOUND_TOLERANCE for row in distributed)
+
+    # One streamed pass of 10 batches: close to the full-batch fit, if not
+    # within the 0.02 nats/sample that 100 batches of 1e4 rows reach.
+    streaming = table_rows(output, "streaming")
+    assert [row[0] for row in streaming] == ["full", "diag"]
+    assert all(row[-1] == "10" for row in streaming)
+    assert all(abs(float(row[5])) < STREAMING_GAP for row in streaming)
 
     small = table_rows(output, "small data")
     assert {row[1] for row in small} == {"full", "tied", "diag", "spherical"}
