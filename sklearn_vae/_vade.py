@@ -125,11 +125,16 @@ class VariationalGMMPrior(
     likelihood : {'gaussian', 'bernoulli'}, default='gaussian'
         ``p(x|z)``: Gaussian with a learned per-feature variance (standardised
         or bounded real data), or Bernoulli (data in [0, 1]).
-    covariance_type : {'full', 'diag', 'spherical'}, default='diag'
+    covariance_type : {'auto', 'full', 'diag', 'spherical'}, default='auto'
         Covariance of each latent component: a full matrix (parametrised by
         its precision's Cholesky factor), per-dimension variances, or one
-        variance per component. 'full' fits latent clusters that are
-        correlated across dimensions, as on low-dimensional data such as iris.
+        variance per component. 'auto' takes 'diag' with the neighbour graph
+        and 'full' without it (``n_neighbors=None``): neighbour-preserving
+        codes form compact clusters that 'diag' fits (on the digits 'full'
+        fits them worse), while a plain autoencoder's codes have clusters
+        correlated across dimensions, which only 'full' fits (on the digits
+        0.83 accuracy against 0.74 for 'diag'). The type used is
+        ``covariance_type_``.
     n_neighbors : int or None, default=15
         ``k`` of the input's nearest-neighbour graph used by the
         neighbour-preserving pretraining and the consistency term. None turns
@@ -224,10 +229,14 @@ class VariationalGMMPrior(
         Mixture weights of the latent prior.
     means_ : ndarray of shape (n_components, latent_dim)
         Component means in latent space.
+    covariance_type_ : {'full', 'diag', 'spherical'}
+        The latent mixture's covariance type (``covariance_type`` with 'auto'
+        resolved).
     covariances_ : ndarray
-        As in GaussianMixture: ``(n_components, latent_dim, latent_dim)``
-        matrices ('full'), ``(n_components, latent_dim)`` diagonal variances
-        ('diag') or ``(n_components,)`` variances ('spherical').
+        As in GaussianMixture, for ``covariance_type_``:
+        ``(n_components, latent_dim, latent_dim)`` matrices ('full'),
+        ``(n_components, latent_dim)`` diagonal variances ('diag') or
+        ``(n_components,)`` variances ('spherical').
     encoder_ : GaussianEncoder
         The torch encoder, ``x -> (mean, log_var)`` of ``q(z|x)``.
     decoder_ : LikelihoodDecoder
@@ -290,7 +299,7 @@ class VariationalGMMPrior(
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "latent_dim": [Interval(Integral, 1, None, closed="left")],
         "likelihood": [StrOptions({"gaussian", "bernoulli"})],
-        "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
+        "covariance_type": [StrOptions({"auto", *COVARIANCE_TYPES})],
         "n_neighbors": [Interval(Integral, 1, None, closed="left"), None],
         "neighbors_estimator": [HasMethods(["fit", "kneighbors"]), None],
         "neighbor_weight": [Interval(Real, 0, None, closed="left")],
@@ -312,7 +321,7 @@ class VariationalGMMPrior(
         hidden_layer_sizes: Any = (256, 128),
         activation: str = "relu",
         likelihood: str = "gaussian",
-        covariance_type: str = "diag",
+        covariance_type: str = "auto",
         n_neighbors: int | None = 15,
         neighbors_estimator: Any = None,
         neighbor_weight: float = 3.0,
@@ -380,7 +389,9 @@ class VariationalGMMPrior(
             encoder.network[-1].bias[self.latent_dim :] = _INITIAL_LOG_VARIANCE
         decoder_class = GaussianDecoder if self.likelihood == "gaussian" else BernoulliDecoder
         decoder = decoder_class(self.latent_dim, n_features, hidden, self.activation)
-        prior = GaussianMixturePrior(self.n_components, self.latent_dim, self.covariance_type)
+        prior = GaussianMixturePrior(
+            self.n_components, self.latent_dim, self._latent_covariance_type()
+        )
         # The mixture is set in closed form each epoch (MixtureMaximization),
         # not by the optimiser.
         prior.requires_grad_(False)
@@ -388,6 +399,12 @@ class VariationalGMMPrior(
         if self.objective == "mine":
             model.critic = PairCritic(n_features, self.latent_dim, hidden, self.activation)
         return model
+
+    def _latent_covariance_type(self) -> str:
+        """``covariance_type`` with 'auto' resolved (see the class docstring)."""
+        if self.covariance_type != "auto":
+            return self.covariance_type
+        return "full" if self.n_neighbors is None else "diag"
 
     def _build_objective(self) -> Objective:
         if self.objective not in ("elbo", "mine"):
@@ -474,17 +491,21 @@ class VariationalGMMPrior(
         if isinstance(model.decoder, GaussianDecoder):
             _fit_decoder_variance(model, data.X)
         codes = _encoder_means(model, data.X)
-        mixture = self._initial_mixture(codes, derive_seed(seed, _MIXTURE_INIT_STREAM))
+        mixture = self._initial_mixture(
+            codes, derive_seed(seed, _MIXTURE_INIT_STREAM), model.prior.covariance_type
+        )
         model.prior.initialize(mixture.weights_, mixture.means_, mixture.covariances_)
 
-    def _initial_mixture(self, codes: np.ndarray, seed: int) -> EMGaussianMixture:
+    def _initial_mixture(
+        self, codes: np.ndarray, seed: int, covariance_type: str
+    ) -> EMGaussianMixture:
         """Fit ``n_init`` mixtures to the codes; return the best by MAP objective."""
         rng = check_random_state(seed % (2**32))
         best, best_objective = None, -np.inf
         for _ in range(self.n_init):
             candidate = EMGaussianMixture(
                 self.n_components,
-                covariance_type=self.covariance_type,
+                covariance_type=covariance_type,
                 random_state=rng,
                 device=self.device,
             ).fit(codes)
@@ -505,6 +526,7 @@ class VariationalGMMPrior(
             self.critic_ = model.critic
         else:  # a refit with another objective must not keep an old critic
             vars(self).pop("critic_", None)
+        self.covariance_type_ = model.prior.covariance_type
         with torch.no_grad():
             self.weights_ = to_numpy(model.prior.weights).astype(np.float64)
             self.means_ = to_numpy(model.prior.means).astype(np.float64)

@@ -25,7 +25,8 @@ def full_covariances(estimator: Any) -> np.ndarray:
     Parameters
     ----------
     estimator : fitted mixture estimator
-        With ``means_``, ``covariances_`` and ``covariance_type`` in
+        With ``means_``, ``covariances_`` and ``covariance_type`` (or the
+        fitted ``covariance_type_`` where it has one) in
         {'full', 'tied', 'diag', 'spherical'}, laid out as in scikit-learn's
         GaussianMixture.
 
@@ -36,7 +37,8 @@ def full_covariances(estimator: Any) -> np.ndarray:
     check_is_fitted(estimator, ["means_", "covariances_"])
     n_components, n_dims = np.shape(estimator.means_)
     covariances = np.asarray(estimator.covariances_, dtype=float)
-    covariance_type = estimator.covariance_type
+    # A fitted type (VariationalGMMPrior's 'auto' resolved) wins over the parameter.
+    covariance_type = getattr(estimator, "covariance_type_", estimator.covariance_type)
     if covariance_type == "full":
         return covariances
     if covariance_type == "tied":
