@@ -362,10 +362,17 @@ def milliseconds(timing: Timing | None) -> str:
 
 
 def ratio(theirs: Timing | None, ours: Timing | None) -> float | None:
+    """Their seconds per iteration over ours: None if a side failed.
+
+    NaN if either side's per-iteration time is zero: its M-iteration fit was
+    no slower than its one-iteration fit, which timing noise does to the few
+    iterations of a quick run on a busy machine. That is no measurement, and
+    no failure either.
+    """
     if theirs is None or ours is None or theirs.error or ours.error:
         return None
-    if ours.per_iteration == 0:
-        return None
+    if ours.per_iteration == 0 or theirs.per_iteration == 0:
+        return math.nan
     return theirs.per_iteration / ours.per_iteration
 
 
@@ -1089,9 +1096,18 @@ def targets(scaling: ScalingResult | None, ratios: list) -> list[tuple[str, str,
     for name, value in ratios:
         if value is None:
             verdicts.append((f"ratio vs scikit-learn, {name}", "a side failed", False))
+        elif math.isnan(value):
+            verdicts.append(
+                (
+                    f"ratio vs scikit-learn, {name}",
+                    "not measured: the iterations took no time beside the fixed costs "
+                    "(timing noise; rerun on a quiet machine or with more iterations)",
+                    False,
+                )
+            )
         elif value < 1.0:
             verdicts.append((f"ratio vs scikit-learn, {name}", f"{value:.3f}", False))
-    measured = [value for _, value in ratios if value is not None]
+    measured = [value for _, value in ratios if value is not None and not math.isnan(value)]
     if measured:
         verdicts.append(
             (

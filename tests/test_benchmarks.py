@@ -7,6 +7,8 @@ models that must be equal (ours against scikit-learn from the same start,
 Dask and gloo against one process) have equal lower bounds.
 """
 
+import importlib.util
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +92,20 @@ def test_bench_gmm_quick_runs():
     # Four configurations, two dtypes, two runs each; relative bound difference.
     assert len(rows) == 16
     assert all(float(row[-3]) < BOUND_TOLERANCE for row in rows)
+
+
+def test_scaling_ratio_tells_timing_noise_from_a_failed_side(monkeypatch):
+    # A quick run on a busy machine can time M iterations no slower than one:
+    # that is no measurement (NaN, printed as "not measured"), not a failed
+    # side (None), which the smoke test above forbids.
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its _common
+    spec = importlib.util.spec_from_file_location("bench_scaling", BENCHMARKS / "bench_scaling.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_scaling", bench)  # its dataclasses look it up
+    spec.loader.exec_module(bench)
+    timed = bench.Timing(iterations=3, one=1.0, many=2.0)
+    noisy = bench.Timing(iterations=3, one=1.0, many=0.9)
+    failed = bench.Timing(iterations=3, error="MemoryError")
+    assert bench.ratio(timed, timed) == 1.0
+    assert math.isnan(bench.ratio(timed, noisy)) and math.isnan(bench.ratio(noisy, timed))
+    assert bench.ratio(failed, timed) is None and bench.ratio(timed, None) is None
