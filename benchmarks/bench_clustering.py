@@ -22,10 +22,11 @@ clustpy umap-learn``; a missing one is skipped with the reason):
 * ClustPy's VaDE, DEC and IDEC with their own defaults (autoencoder
   d-500-500-2000-10, 100 pretraining and 150 clustering epochs, batch 256);
   the reconstruction loss is ClustPy's default BCE on the digits and the
-  squared error on standardised data. Their ``labels_`` are reported. One
-  such fit on the digits takes about 8 minutes on one CPU thread, so
-  ``--peer-seeds`` can run the peers on fewer seeds than the rest (their
-  rows then say so) and ``--peers`` can choose among them.
+  squared error on standardised data. Their ``labels_`` are reported. On
+  the digits, on one CPU thread, a DEC fit took about 80 s, an IDEC fit
+  150 s and a VaDE fit 25 minutes, so ``--peer-seeds`` can run the peers on
+  fewer seeds than the rest (their rows then say so) and ``--peers`` can
+  choose among them.
 
 ClustPy imports torchvision, and the only torchvision wheels this machine's
 package index holds are CUDA builds whose compiled operators cannot load beside
