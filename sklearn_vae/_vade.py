@@ -133,8 +133,11 @@ class VariationalGMMPrior(
         codes form compact clusters that 'diag' fits (on the digits 'full'
         fits them worse), while a plain autoencoder's codes have clusters
         correlated across dimensions, which only 'full' fits (on the digits
-        0.83 accuracy against 0.74 for 'diag'). The type used is
-        ``covariance_type_``.
+        0.83 accuracy against 0.74 for 'diag'). A 'full' component has
+        ``latent_dim * (latent_dim + 3) / 2`` free parameters; for plain VaDE
+        on fewer rows per component than that, pass 'diag' (on wine and iris
+        0.95 and 0.85 accuracy against 0.84 and 0.80 for 'full'). The type
+        used is ``covariance_type_``.
     n_neighbors : int or None, default=15
         ``k`` of the input's nearest-neighbour graph used by the
         neighbour-preserving pretraining and the consistency term. None turns
