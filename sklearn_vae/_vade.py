@@ -45,6 +45,7 @@ from ._backend import (
     to_tensor,
     unchanged_on_error,
 )
+from ._distributed import all_reduce_sum
 from .mixture import EMGaussianMixture
 from .mixture._statistics import stepwise_step_size
 from .neural._base import NeuralEstimatorBase, derive_seed
@@ -128,16 +129,18 @@ class VariationalGMMPrior(
     covariance_type : {'auto', 'full', 'diag', 'spherical'}, default='auto'
         Covariance of each latent component: a full matrix (parametrised by
         its precision's Cholesky factor), per-dimension variances, or one
-        variance per component. 'auto' takes 'diag' with the neighbour graph
-        and 'full' without it (``n_neighbors=None``): neighbour-preserving
-        codes form compact clusters that 'diag' fits (on the digits 'full'
-        fits them worse), while a plain autoencoder's codes have clusters
-        correlated across dimensions, which only 'full' fits (on the digits
-        0.83 accuracy against 0.74 for 'diag'). A 'full' component has
-        ``latent_dim * (latent_dim + 3) / 2`` free parameters; for plain VaDE
-        on fewer rows per component than that, pass 'diag' (on wine and iris
-        0.95 and 0.85 accuracy against 0.84 and 0.80 for 'full'). The type
-        used is ``covariance_type_``.
+        variance per component. 'auto' takes 'diag' with the neighbour graph:
+        neighbour-preserving codes form compact clusters that 'diag' fits (on
+        the digits 'full' fits them worse). Without it (``n_neighbors=None``)
+        it takes 'full' when the training rows number at least
+        ``n_components * latent_dim * (latent_dim + 3) / 2`` (as many rows
+        per component as a full component has free parameters), and 'diag'
+        below that: a plain autoencoder's codes have clusters correlated
+        across dimensions, which only 'full' fits (on the digits 0.83 accuracy
+        against 0.74 for 'diag'), but on fewer rows a full covariance is
+        poorly estimated (on wine and iris 'diag' reaches 0.95 and 0.85,
+        'full' 0.84 and 0.80). :meth:`partial_fit` decides on its first
+        batch. The type used is ``covariance_type_``.
     n_neighbors : int or None, default=15
         ``k`` of the input's nearest-neighbour graph used by the
         neighbour-preserving pretraining and the consistency term. None turns
@@ -407,7 +410,16 @@ class VariationalGMMPrior(
         """``covariance_type`` with 'auto' resolved (see the class docstring)."""
         if self.covariance_type != "auto":
             return self.covariance_type
-        return "full" if self.n_neighbors is None else "diag"
+        if self.n_neighbors is not None:
+            return "diag"
+        n_rows = getattr(self, "_n_training_rows", None)
+        if n_rows is None:  # rebuilding the networks of a fitted estimator
+            return self.covariance_type_
+        # Every rank counts its own shard; the decision uses all rows, so
+        # that the ranks of a distributed fit build the same prior.
+        n_rows = int(all_reduce_sum(torch.tensor(n_rows, dtype=torch.float64)).item())
+        full_parameters = self.latent_dim * (self.latent_dim + 3) // 2
+        return "full" if n_rows >= self.n_components * full_parameters else "diag"
 
     def _build_objective(self) -> Objective:
         if self.objective not in ("elbo", "mine"):
@@ -426,7 +438,15 @@ class VariationalGMMPrior(
         # partial_fit sets the prior by stepwise EM after its pass, so its pass
         # must not set it from the batch alone (see _callbacks).
         self._stepwise_prior = incremental
-        return super()._fit(X, incremental=incremental)
+        try:
+            return super()._fit(X, incremental=incremental)
+        finally:  # the row count is the fit's, not a fitted attribute
+            vars(self).pop("_n_training_rows", None)
+
+    def _validated_training_input(self, X: Any, resume: bool) -> np.ndarray:
+        X = super()._validated_training_input(X, resume)
+        self._n_training_rows = X.shape[0]  # read by _latent_covariance_type
+        return X
 
     def _callbacks(self) -> list[Callback]:
         callbacks: list[Callback] = []

@@ -277,6 +277,44 @@ def test_auto_covariance_type_follows_the_neighbour_graph(
     assert initial.covariance_type == expected
 
 
+@pytest.mark.parametrize("extra_rows, expected", [(0, "full"), (-1, "diag")])
+def test_plain_auto_covariance_type_needs_a_row_per_full_parameter(data, extra_rows, expected):
+    # Plain VaDE's 'auto' is 'full' only with at least as many rows per
+    # component as a full component has free parameters,
+    # latent_dim * (latent_dim + 3) / 2: 5 at latent_dim=2, so 20 rows for 4
+    # components. Below that a full covariance is poorly estimated.
+    X, _ = data
+    n_rows = N_CLUSTERS * 5 + extra_rows
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = small_model(
+            n_neighbors=None, pretrain_epochs=2, max_iter=1, batch_size=8
+        ).fit(X[:n_rows])
+    assert model.covariance_type == "auto"
+    assert model.covariance_type_ == expected == model.prior_.covariance_type
+    assert not hasattr(model, "_n_training_rows")  # the fit's, not kept
+    # A copy rebuilt from the fitted attributes builds the same prior, as
+    # loading a model file does.
+    rebuilt = pickle.loads(pickle.dumps(model))
+    assert rebuilt._build_model(X.shape[1]).prior.covariance_type == expected
+    # An explicit type is used whatever the rows.
+    explicit = small_model(
+        n_neighbors=None, covariance_type="full", pretrain_epochs=2, max_iter=1, batch_size=8
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert explicit.fit(X[: N_CLUSTERS * 5 - 1]).covariance_type_ == "full"
+
+
+def test_partial_fit_resolves_auto_covariance_type_on_its_first_batch(data):
+    X, _ = data
+    model = small_model(n_neighbors=None, pretrain_epochs=2, batch_size=8)
+    model.partial_fit(X[: N_CLUSTERS * 5 - 1])  # too few rows for 'full'
+    assert model.covariance_type_ == "diag"
+    model.partial_fit(X)  # a later batch updates the model it has
+    assert model.covariance_type_ == "diag" == model.prior_.covariance_type
+
+
 def test_plain_default_fits_latent_clusters_correlated_across_dimensions():
     # Three parallel clusters, long along the diagonal and thin across it: a
     # per-dimension ('diag') mixture cuts such clusters apart (mean accuracy
