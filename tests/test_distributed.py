@@ -8,6 +8,7 @@ module-level functions so the spawned processes can import them.
 import os
 import socket
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -210,3 +211,33 @@ def test_networks_train_data_parallel_with_identical_weights():
     assert_array_equal(ranks[0]["vade_weights"], ranks[1]["vade_weights"])
     losses = [record["loss"] for record in ranks[0]["vae_history"]]
     assert losses[-1] < losses[0]
+
+
+def _fit_plain_vade_on_uneven_shards(rank):
+    from sklearn_vae import VariationalGMMPrior
+
+    # 12 and 588 rows. Plain VaDE's 'auto' covariance is 'full' from 15 rows
+    # on here (3 components, latent_dim=2): rank 0's shard alone is too small,
+    # all the rows are not.
+    X = np.split(network_data(), [12])[rank]
+    vade = VariationalGMMPrior(
+        3,
+        latent_dim=2,
+        hidden_layer_sizes=(16,),
+        n_neighbors=None,
+        pretrain_epochs=2,
+        max_iter=1,
+        n_init=1,
+        batch_size=8,
+        random_state=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vade.fit(X)
+    return {"covariance_type": vade.covariance_type_, "covariances": vade.covariances_}
+
+
+def test_ranks_resolve_auto_covariance_type_from_all_rows():
+    ranks = run_ranks(_fit_plain_vade_on_uneven_shards)
+    assert [result["covariance_type"] for result in ranks] == ["full", "full"]
+    assert_array_equal(ranks[0]["covariances"], ranks[1]["covariances"])
