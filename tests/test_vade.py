@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import scipy.stats
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -304,6 +305,83 @@ def test_plain_auto_covariance_type_needs_a_row_per_full_parameter(data, extra_r
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         assert explicit.fit(X[: N_CLUSTERS * 5 - 1]).covariance_type_ == "full"
+
+
+def uneven_codes():
+    """Codes on which the mixture likelihood prefers the less even clustering.
+
+    Two blobs of 100 rows 4 apart (A, B) and 300 rows in two sub-blobs 2.5
+    apart (C1, C2). With 3 components EM finds either {A, B, C} (weights
+    0.2, 0.2, 0.6; log-likelihood -2.96 per row) or {A + B, C1, C2} (0.4,
+    0.3, 0.3; -3.06 per row).
+    """
+    rng = np.random.default_rng(0)
+    return np.vstack(
+        [
+            rng.normal([0.0, 0.0], 0.5, (100, 2)),
+            rng.normal([4.0, 0.0], 0.5, (100, 2)),
+            rng.normal([12.0, 0.0], 0.5, (150, 2)),
+            rng.normal([12.0, 2.5], 0.5, (150, 2)),
+        ]
+    )
+
+
+@pytest.fixture
+def recorded_initial_fits(monkeypatch):
+    """Every EMGaussianMixture that VariationalGMMPrior fits, in order."""
+    import sklearn_vae._vade as vade_module
+
+    fits = []
+
+    class RecordingMixture(vade_module.EMGaussianMixture):
+        def fit(self, X, y=None):
+            fits.append(super().fit(X, y))
+            return fits[-1]
+
+    monkeypatch.setattr(vade_module, "EMGaussianMixture", RecordingMixture)
+    return fits
+
+
+@pytest.mark.parametrize(
+    "init_selection, weight_concentration_prior, expected_weights",
+    [
+        ("auto", None, [0.3, 0.3, 0.4]),
+        ("entropy", None, [0.3, 0.3, 0.4]),
+        ("map", None, [0.2, 0.2, 0.6]),
+        # A prior below 1 is meant to empty components: 'auto' is 'map' then.
+        ("auto", 0.5, [0.2, 0.2, 0.6]),
+        # The MAP objective includes the Dirichlet prior, which at 1e3
+        # outweighs the likelihood and prefers the even clustering too.
+        ("map", 1e3, [0.3, 0.3, 0.4]),
+        ("auto", 1e3, [0.3, 0.3, 0.4]),
+    ],
+)
+def test_init_selection_chooses_among_the_initial_fits(
+    recorded_initial_fits, init_selection, weight_concentration_prior, expected_weights
+):
+    codes = uneven_codes()
+    model = VariationalGMMPrior(
+        3,
+        n_init=10,
+        init_selection=init_selection,
+        weight_concentration_prior=weight_concentration_prior,
+    )
+    chosen = model._initial_mixture(codes, 0, "diag")
+    assert len(recorded_initial_fits) == 10 and any(chosen is fit for fit in recorded_initial_fits)
+    found = {tuple(np.round(np.sort(fit.weights_), 1)) for fit in recorded_initial_fits}
+    assert found == {(0.2, 0.2, 0.6), (0.3, 0.3, 0.4)}  # both optima among the starts
+    np.testing.assert_allclose(np.sort(chosen.weights_), expected_weights, atol=0.02)
+    objectives = [model._map_objective(fit, codes) for fit in recorded_initial_fits]
+    if model._init_selection() == "map":
+        assert model._map_objective(chosen, codes) == max(objectives)
+    else:
+        # The most even weights; among the starts that reached that optimum,
+        # the best MAP objective.
+        entropies = [scipy.stats.entropy(fit.weights_) for fit in recorded_initial_fits]
+        assert scipy.stats.entropy(chosen.weights_) >= max(entropies) - 1e-3
+        same_optimum = [o for o, h in zip(objectives, entropies) if h >= max(entropies) - 1e-3]
+        assert model._map_objective(chosen, codes) == max(same_optimum)
+    assert model.init_selection == init_selection  # the parameter is left as set
 
 
 def test_partial_fit_resolves_auto_covariance_type_on_its_first_batch(data):
