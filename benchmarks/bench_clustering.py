@@ -174,6 +174,11 @@ OURS: dict[str, MethodFactory] = {
     "VariationalGMMPrior (defaults)": lambda k, n_features, seed: VariationalGMMPrior(
         k, random_state=seed
     ),
+    # The initial mixture chosen by likelihood, as before init_selection
+    # (the defaults choose the most even of the n_init fits).
+    "VariationalGMMPrior (init_selection='map')": lambda k, n_features, seed: (
+        VariationalGMMPrior(k, init_selection="map", random_state=seed)
+    ),
     "VariationalGMMPrior (wcp=1e3)": lambda k, n_features, seed: VariationalGMMPrior(
         k, weight_concentration_prior=1e3, random_state=seed
     ),
