@@ -117,8 +117,8 @@ class VariationalGMMPrior(
     decoder); the encoder gives ``q(z|x)``, and the cluster posterior
     ``q(c|x) = p(c | z)`` assigns clusters. The defaults are the robust recipe:
     neighbour-preserving pretraining, a mixture initialised by the most
-    balanced of ``n_init`` EM fits, and joint training with a neighbour-consistency term.
-    ``n_neighbors=None`` gives plain VaDE.
+    balanced of ``n_init`` EM fits, and joint training with a
+    neighbour-consistency term. ``n_neighbors=None`` gives plain VaDE.
 
     Parameters
     ----------
@@ -201,8 +201,9 @@ class VariationalGMMPrior(
         BayesianGaussianMixture's ``'dirichlet_distribution'``: values below 1
         shrink unneeded components toward zero weight, large values (e.g. 1e3)
         hold the clusters near balanced. With ``init_selection='map'`` it also
-        chooses among the ``n_init`` candidates. None: no prior (maximum-likelihood weights). Below 1 the
-        collapse guard is off, since emptying components is then the point.
+        chooses among the ``n_init`` candidates. None: no prior
+        (maximum-likelihood weights). Below 1 the collapse guard is off, since
+        emptying components is then the point.
     stepwise_decay : float, default=0.7
         ``alpha`` in (0.5, 1] of the step sizes ``eta_t = (t + 2)^-alpha``
         with which :meth:`partial_fit` blends each batch's statistics into the
