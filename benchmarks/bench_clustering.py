@@ -182,6 +182,11 @@ OURS: dict[str, MethodFactory] = {
     "VariationalGMMPrior (wcp=1e3)": lambda k, n_features, seed: VariationalGMMPrior(
         k, weight_concentration_prior=1e3, random_state=seed
     ),
+    # One pretraining under the balanced prior, as before n_pretrain (whose
+    # 'auto' runs three there and keeps the most even start).
+    "VariationalGMMPrior (wcp=1e3, n_pretrain=1)": lambda k, n_features, seed: (
+        VariationalGMMPrior(k, weight_concentration_prior=1e3, n_pretrain=1, random_state=seed)
+    ),
     "VariationalGMMPrior (n_neighbors=None)": lambda k, n_features, seed: VariationalGMMPrior(
         k, n_neighbors=None, random_state=seed
     ),

@@ -10,7 +10,9 @@ jointly with the networks (VaDE, Jiang et al., IJCAI 2017), made reliable:
    mixture on them separate the classes.
 2. *Initialisation*: ``n_init`` EMGaussianMixture fits on the codes; the one
    that ``init_selection`` picks (by default the one with the most even
-   cluster sizes) seeds the latent mixture.
+   cluster sizes) seeds the latent mixture. Under a balanced prior the first
+   two steps run ``n_pretrain`` times (3 by default), from different network
+   initialisations, and the start with the most even cluster sizes is kept.
 3. *Joint training* (``max_iter`` epochs): VaDE's ELBO, the Dirichlet MAP term,
    SCAN's neighbour-consistency and batch-entropy terms and the
    neighbour-preserving term, with a guard that re-seeds collapsed components.
@@ -42,6 +44,7 @@ from ._backend import (
     iter_row_chunks,
     make_generator,
     seed_from_random_state,
+    seeded_module_init,
     to_numpy,
     to_tensor,
     unchanged_on_error,
@@ -103,8 +106,16 @@ _ENCODE_CHUNK_ROWS = 4096
 #: nats or more).
 _ENTROPY_TIE_NATS = 1e-3
 
+#: Pretrainings that ``n_pretrain='auto'`` runs under a balanced prior
+#: (``weight_concentration_prior >= 1``). On the digits at 1e3 (10 seeds) the
+#: most even of three starts gives 0.930 +- 0.012 mean accuracy against one
+#: pretraining's 0.922 +- 0.015. Choosing among 20 finished fits predicts 0.926
+#: for the most even of two and 0.933 of four; each start costs a pretraining
+#: (15-18 s of a 22 s fit on one thread), and four would pass a minute.
+_N_PRETRAIN_BALANCED = 3
+
 # Keys of the independent random streams derived from the fit's base seed.
-_PRETRAIN_STREAM, _MIXTURE_INIT_STREAM, _SCORE_STREAM = 101, 102, 103
+_PRETRAIN_STREAM, _MIXTURE_INIT_STREAM, _SCORE_STREAM, _RESTART_STREAM = 101, 102, 103, 104
 
 
 class VariationalGMMPrior(
@@ -183,6 +194,20 @@ class VariationalGMMPrior(
     n_init : int, default=10
         Mixture fits on the pretrained codes; the one ``init_selection``
         picks initialises the prior.
+    n_pretrain : int or 'auto', default='auto'
+        Independent starts, each a pretraining from its own network
+        initialisation followed by the ``n_init`` mixture fits; joint training
+        continues from the start whose initial mixture weights have the
+        largest entropy (the most even cluster sizes; the first on ties), and
+        each start costs one pretraining. 'auto' is 3 when
+        ``weight_concentration_prior`` is at least 1 and 1 otherwise. Which
+        cluster a class ends in is settled during pretraining: on the digits
+        under ``weight_concentration_prior=1e3`` single pretrainings give
+        0.922 +- 0.015 accuracy over 10 seeds, the most even of three
+        0.930 +- 0.012 (see the user guide). The criterion assumes clusters of
+        similar sizes, which is what a balanced prior says; without one it
+        can prefer the wrong start (on wine, whose classes have 48 to 71 rows,
+        the more even starts cluster worse), so 'auto' runs one start there.
     init_selection : {'auto', 'entropy', 'map'}, default='auto'
         How to choose among the ``n_init`` fits. 'entropy': the fit whose
         weights have the largest entropy, i.e. the most even cluster sizes
@@ -281,7 +306,10 @@ class VariationalGMMPrior(
         ``mine_bound`` for ``objective='mine'``, and ``collapse_events`` when
         the guard re-seeded components.
     pretrain_history_ : list of dict
-        One record per pretraining epoch.
+        One record per pretraining epoch, of the start that was kept.
+    pretrain_entropies_ : ndarray of shape (n_starts,)
+        Entropy in nats of the initial mixture weights of each start (one per
+        ``n_pretrain``); joint training continued from the first largest.
     loss_curve_ : list of float
         Joint-training loss per epoch.
     n_iter_ : int
@@ -335,6 +363,7 @@ class VariationalGMMPrior(
         "mi_weight": [Interval(Real, 0, None, closed="left")],
         "pretrain_epochs": [Interval(Integral, 0, None, closed="left")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
+        "n_pretrain": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "init_selection": [StrOptions({"auto", "entropy", "map"})],
         "weight_concentration_prior": [Interval(Real, 0, None, closed="neither"), None],
         "stepwise_decay": [Interval(Real, 0.5, 1, closed="right")],
@@ -358,6 +387,7 @@ class VariationalGMMPrior(
         mi_weight: float = 1.0,
         pretrain_epochs: int = 200,
         n_init: int = 10,
+        n_pretrain: int | str = "auto",
         init_selection: str = "auto",
         weight_concentration_prior: float | None = None,
         stepwise_decay: float = 0.7,
@@ -391,6 +421,7 @@ class VariationalGMMPrior(
         self.mi_weight = mi_weight
         self.pretrain_epochs = pretrain_epochs
         self.n_init = n_init
+        self.n_pretrain = n_pretrain
         self.init_selection = init_selection
         self.weight_concentration_prior = weight_concentration_prior
         self.stepwise_decay = stepwise_decay
@@ -510,6 +541,37 @@ class VariationalGMMPrior(
         return TrainingData(X_tensor, neighbors=to_tensor(graph, device=device, dtype=torch.int64))
 
     def _initialize_model(self, model: MixturePriorVAE, data: TrainingData, seed: int) -> None:
+        n_starts = self._n_pretrain()
+        best_state: dict[str, torch.Tensor] | None = None
+        entropies: list[float] = []
+        for start in range(n_starts):
+            # The first start uses the networks the base class built, so that
+            # n_pretrain=1 is the single pretraining of earlier releases.
+            start_seed = seed if start == 0 else derive_seed(seed, _RESTART_STREAM, start)
+            if start > 0:
+                with seeded_module_init(start_seed):
+                    fresh = self._build_model(data.X.shape[1])
+                model.load_state_dict(fresh.state_dict())
+            history = self._pretrained_start(model, data, start_seed)
+            entropy = float(scipy.stats.entropy(to_numpy(model.prior.weights)))
+            if not entropies or entropy > max(entropies):  # the first wins ties
+                self.pretrain_history_ = history
+                # The last start's networks stay in the model; keep a copy of
+                # an earlier one's, which a later start overwrites.
+                best_state = (
+                    None
+                    if start == n_starts - 1
+                    else {name: value.clone() for name, value in model.state_dict().items()}
+                )
+            entropies.append(entropy)
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        self.pretrain_entropies_ = np.array(entropies)
+
+    def _pretrained_start(
+        self, model: MixturePriorVAE, data: TrainingData, seed: int
+    ) -> list[dict[str, Any]]:
+        """Pretrain ``model`` and initialise its prior; return the pretraining history."""
         config = dataclasses.replace(
             self._training_config(len(data), incremental=False),
             max_epochs=self.pretrain_epochs,
@@ -517,7 +579,7 @@ class VariationalGMMPrior(
             learning_rate_schedule="constant",
             monitor_from_epoch=self.pretrain_epochs,
         )
-        self.pretrain_history_ = []
+        history: list[dict[str, Any]] = []
         if self.pretrain_epochs > 0:
             engine = TrainingEngine(
                 model,
@@ -534,7 +596,7 @@ class VariationalGMMPrior(
                     "VariationalGMMPrior.fit was interrupted during pretraining; "
                     "the estimator was left as it was before the call."
                 )
-            self.pretrain_history_ = result.history
+            history = result.history
         if isinstance(model.decoder, GaussianDecoder):
             _fit_decoder_variance(model, data.X)
         codes = _encoder_means(model, data.X)
@@ -542,6 +604,14 @@ class VariationalGMMPrior(
             codes, derive_seed(seed, _MIXTURE_INIT_STREAM), model.prior.covariance_type
         )
         model.prior.initialize(mixture.weights_, mixture.means_, mixture.covariances_)
+        return history
+
+    def _n_pretrain(self) -> int:
+        """``n_pretrain`` with 'auto' resolved (see the class docstring)."""
+        if self.n_pretrain != "auto":
+            return self.n_pretrain
+        alpha = self.weight_concentration_prior
+        return _N_PRETRAIN_BALANCED if alpha is not None and alpha >= 1 else 1
 
     def _initial_mixture(
         self, codes: np.ndarray, seed: int, covariance_type: str

@@ -384,6 +384,91 @@ def test_init_selection_chooses_among_the_initial_fits(
     assert model.init_selection == init_selection  # the parameter is left as set
 
 
+@pytest.mark.parametrize(
+    "n_pretrain, weight_concentration_prior, n_starts",
+    [("auto", None, 1), ("auto", 0.5, 1), ("auto", 1.0, 3), ("auto", 1e3, 3), (1, 1e3, 1), (2, None, 2)],
+)
+def test_n_pretrain_auto_runs_several_starts_only_under_a_balanced_prior(
+    data, n_pretrain, weight_concentration_prior, n_starts
+):
+    X, _ = data
+    model = small_model(
+        n_pretrain=n_pretrain,
+        weight_concentration_prior=weight_concentration_prior,
+        pretrain_epochs=2,
+        max_iter=1,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X)
+    assert model.pretrain_entropies_.shape == (n_starts,)
+    assert model.n_pretrain == n_pretrain  # the parameter is left as set
+
+
+def test_n_pretrain_keeps_the_start_with_the_most_even_weights(data, monkeypatch):
+    X, _ = data
+    starts, chosen = [], {}
+    pretrained_start = VariationalGMMPrior._pretrained_start
+    initialize_model = VariationalGMMPrior._initialize_model
+
+    def record_start(self, model, data, seed):
+        history = pretrained_start(self, model, data, seed)
+        state = {name: value.clone() for name, value in model.state_dict().items()}
+        starts.append({"history": history, "state": state})
+        return history
+
+    def record_choice(self, model, data, seed):
+        initialize_model(self, model, data, seed)
+        chosen["state"] = {name: value.clone() for name, value in model.state_dict().items()}
+
+    monkeypatch.setattr(VariationalGMMPrior, "_pretrained_start", record_start)
+    monkeypatch.setattr(VariationalGMMPrior, "_initialize_model", record_choice)
+    winners = []
+    for seed in range(6):
+        starts.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model = small_model(
+                n_pretrain=3, pretrain_epochs=3, max_iter=1, random_state=seed
+            ).fit(X)
+        assert len(starts) == 3
+        entropies = [
+            scipy.stats.entropy(start["state"]["prior.weight_logits"].softmax(0).numpy())
+            for start in starts
+        ]
+        np.testing.assert_allclose(model.pretrain_entropies_, entropies, rtol=1e-12)
+        winner = int(np.argmax(entropies))
+        winners.append(winner)
+        # The starts are independent: each pretrains its own networks.
+        first = starts[0]["state"]["encoder.network.0.weight"]
+        assert not any(
+            torch.equal(first, start["state"]["encoder.network.0.weight"]) for start in starts[1:]
+        )
+        # Joint training began from the winner's networks and mixture, and
+        # the pretraining history reported is the winner's.
+        for name, value in chosen["state"].items():
+            assert torch.equal(value, starts[winner]["state"][name]), name
+        assert model.pretrain_history_ is starts[winner]["history"]
+    # The seeds cover both ways the winner is kept: still in the model (the
+    # last start) and restored from a copy (an earlier one).
+    assert 2 in winners and {0, 1} & set(winners), winners
+
+
+def test_several_pretrainings_are_reproducible_and_leave_torch_alone(data):
+    X, _ = data
+    before = torch.random.get_rng_state()
+    params = {"n_pretrain": 3, "pretrain_epochs": 3, "max_iter": 2, "random_state": 3}
+    first = small_model(**params).fit(X)
+    assert torch.equal(before, torch.random.get_rng_state())
+    second = small_model(**params).fit(X)
+    np.testing.assert_array_equal(first.pretrain_entropies_, second.pretrain_entropies_)
+    np.testing.assert_array_equal(first.means_, second.means_)
+    np.testing.assert_array_equal(first.predict_proba(X), second.predict_proba(X))
+    # The first start is the single pretraining of n_pretrain=1.
+    single = small_model(**{**params, "n_pretrain": 1}).fit(X)
+    assert single.pretrain_entropies_[0] == first.pretrain_entropies_[0]
+
+
 def test_partial_fit_resolves_auto_covariance_type_on_its_first_batch(data):
     X, _ = data
     model = small_model(n_neighbors=None, pretrain_epochs=2, batch_size=8)
