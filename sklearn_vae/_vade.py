@@ -643,7 +643,11 @@ class VariationalGMMPrior(
 
     def _map_objective(self, mixture: EMGaussianMixture, codes: np.ndarray) -> float:
         """Log-likelihood of the codes plus the Dirichlet weight prior's log-density."""
-        objective = mixture.score(codes) * codes.shape[0]
+        # Summed over every rank's codes, so that the ranks of a distributed
+        # fit choose the same start.
+        objective = all_reduce_sum(
+            torch.tensor(mixture.score(codes) * codes.shape[0], dtype=torch.float64)
+        ).item()
         if self.weight_concentration_prior is not None:
             objective += (self.weight_concentration_prior - 1.0) * np.log(
                 np.maximum(mixture.weights_, np.finfo(np.float64).tiny)
@@ -949,7 +953,7 @@ def _fit_decoder_variance(model: MixturePriorVAE, X: torch.Tensor) -> None:
     reconstruction far too little against the KL terms until Adam had slowly
     shrunk it, and in that time the codes drift into the prior's modes (the
     clusters merge). The maximum-likelihood variance, per feature, is the
-    mean squared residual.
+    mean squared residual, over every rank's rows in a distributed fit.
     """
     model.eval()
     with torch.no_grad():
@@ -957,7 +961,8 @@ def _fit_decoder_variance(model: MixturePriorVAE, X: torch.Tensor) -> None:
             (X[rows] - model.decoder.mean(model.encoder(X[rows])[0])).square().sum(dim=0)
             for rows in iter_row_chunks(len(X), _ENCODE_CHUNK_ROWS)
         )
-        variance = squared / len(X) - GAUSSIAN_VARIANCE_FLOOR
+        n_rows = all_reduce_sum(torch.tensor(len(X), dtype=X.dtype, device=X.device))
+        variance = all_reduce_sum(squared) / n_rows - GAUSSIAN_VARIANCE_FLOOR
         model.decoder.log_variance.copy_(variance.clamp_min(GAUSSIAN_VARIANCE_FLOOR).log())
 
 

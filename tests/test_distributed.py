@@ -177,6 +177,9 @@ def _train_networks(rank):
         pretrain_epochs=3,
         max_iter=4,
         n_init=2,
+        # Several starts: every rank must keep the same one (their mixtures,
+        # and so their weight entropies, are fitted to all ranks' codes).
+        n_pretrain=3,
         batch_size=64,
         random_state=0,
     ).fit(X)
@@ -191,6 +194,7 @@ def _train_networks(rank):
         },
         "vade_history": vade.history_,
         "vade_weights": vade.weights_,
+        "vade_start_entropies": vade.pretrain_entropies_,
     }
 
 
@@ -209,6 +213,8 @@ def test_networks_train_data_parallel_with_identical_weights():
     for key in ("vae_history", "vade_history"):
         assert _without_times(ranks[0][key]) == _without_times(ranks[1][key])
     assert_array_equal(ranks[0]["vade_weights"], ranks[1]["vade_weights"])
+    assert ranks[0]["vade_start_entropies"].shape == (3,)
+    assert_array_equal(ranks[0]["vade_start_entropies"], ranks[1]["vade_start_entropies"])
     losses = [record["loss"] for record in ranks[0]["vae_history"]]
     assert losses[-1] < losses[0]
 
@@ -241,3 +247,41 @@ def test_ranks_resolve_auto_covariance_type_from_all_rows():
     ranks = run_ranks(_fit_plain_vade_on_uneven_shards)
     assert [result["covariance_type"] for result in ranks] == ["full", "full"]
     assert_array_equal(ranks[0]["covariances"], ranks[1]["covariances"])
+
+
+def _pretrained_decoder_variance(rank):
+    from sklearn_vae import VariationalGMMPrior
+
+    X_all = network_data()
+    X = np.split(X_all, [12])[rank]  # rank 0's 12 rows alone say little
+    # A vanishing learning rate keeps the networks where pretraining left them.
+    vade = VariationalGMMPrior(
+        3,
+        latent_dim=2,
+        hidden_layer_sizes=(16,),
+        n_neighbors=5,
+        pretrain_epochs=5,
+        max_iter=1,
+        n_init=1,
+        batch_size=32,
+        learning_rate_init=1e-12,
+        random_state=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vade.fit(X)
+    with torch.no_grad():
+        codes = vade.encoder_(torch.as_tensor(X_all))[0]
+        residual = (X_all - vade.decoder_.mean(codes).numpy()) ** 2
+    return {
+        "variance": vade.decoder_.variance().detach().numpy(),
+        "all_rows": residual.mean(axis=0),
+        "own_rows": residual[: len(X)].mean(axis=0) if rank == 0 else None,
+    }
+
+
+def test_pretrained_decoder_variance_is_the_residual_variance_of_all_rows():
+    ranks = run_ranks(_pretrained_decoder_variance)
+    assert_array_equal(ranks[0]["variance"], ranks[1]["variance"])
+    assert_allclose(ranks[0]["variance"], ranks[0]["all_rows"], rtol=1e-3)
+    assert not np.allclose(ranks[0]["variance"], ranks[0]["own_rows"], rtol=1e-2)
