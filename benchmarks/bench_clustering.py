@@ -185,7 +185,9 @@ OURS: dict[str, MethodFactory] = {
     # One pretraining under the balanced prior, as before n_pretrain (whose
     # 'auto' runs three there and keeps the most even start).
     "VariationalGMMPrior (wcp=1e3, n_pretrain=1)": lambda k, n_features, seed: (
-        VariationalGMMPrior(k, weight_concentration_prior=1e3, n_pretrain=1, random_state=seed)
+        VariationalGMMPrior(
+            k, weight_concentration_prior=1e3, n_pretrain=1, random_state=seed
+        )
     ),
     "VariationalGMMPrior (n_neighbors=None)": lambda k, n_features, seed: VariationalGMMPrior(
         k, n_neighbors=None, random_state=seed

@@ -386,7 +386,14 @@ def test_init_selection_chooses_among_the_initial_fits(
 
 @pytest.mark.parametrize(
     "n_pretrain, weight_concentration_prior, n_starts",
-    [("auto", None, 1), ("auto", 0.5, 1), ("auto", 1.0, 3), ("auto", 1e3, 3), (1, 1e3, 1), (2, None, 2)],
+    [
+        ("auto", None, 1),
+        ("auto", 0.5, 1),
+        ("auto", 1.0, 3),
+        ("auto", 1e3, 3),
+        (1, 1e3, 1),
+        (2, None, 2),
+    ],
 )
 def test_n_pretrain_auto_runs_several_starts_only_under_a_balanced_prior(
     data, n_pretrain, weight_concentration_prior, n_starts
@@ -440,10 +447,8 @@ def test_n_pretrain_keeps_the_start_with_the_most_even_weights(data, monkeypatch
         winner = int(np.argmax(entropies))
         winners.append(winner)
         # The starts are independent: each pretrains its own networks.
-        first = starts[0]["state"]["encoder.network.0.weight"]
-        assert not any(
-            torch.equal(first, start["state"]["encoder.network.0.weight"]) for start in starts[1:]
-        )
+        weights = [start["state"]["encoder.network.0.weight"] for start in starts]
+        assert not any(torch.equal(weights[0], other) for other in weights[1:])
         # Joint training began from the winner's networks and mixture, and
         # the pretraining history reported is the winner's.
         for name, value in chosen["state"].items():
