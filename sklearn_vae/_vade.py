@@ -109,9 +109,9 @@ _ENTROPY_TIE_NATS = 1e-3
 #: Pretrainings that ``n_pretrain='auto'`` runs under a balanced prior
 #: (``weight_concentration_prior >= 1``). On the digits at 1e3 (10 seeds) the
 #: most even of three starts gives 0.930 +- 0.012 mean accuracy against one
-#: pretraining's 0.922 +- 0.015. Choosing among 20 finished fits predicts 0.926
-#: for the most even of two and 0.933 of four; each start costs a pretraining
-#: (15-18 s of a 22 s fit on one thread), and four would pass a minute.
+#: pretraining's 0.922 +- 0.015, and four 0.934 +- 0.006 (the user guide has
+#: 20 seeds). Each start costs a pretraining (15-18 s of a 22 s fit on one
+#: thread): three fit in a minute on 2 cores, four do not.
 _N_PRETRAIN_BALANCED = 3
 
 # Keys of the independent random streams derived from the fit's base seed.
