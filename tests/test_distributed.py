@@ -152,12 +152,26 @@ def network_data():
     return (X - X.mean(axis=0)) / X.std(axis=0)
 
 
+def tiny_vade(**params):
+    """The small VariationalGMMPrior the rank workers fit: 3 clusters in 2-D codes."""
+    from sklearn_vae import VariationalGMMPrior
+
+    defaults = {
+        "n_components": 3,
+        "latent_dim": 2,
+        "hidden_layer_sizes": (16,),
+        "n_init": 1,
+        "random_state": 0,
+    }
+    return VariationalGMMPrior(**{**defaults, **params})
+
+
 def _weights(module):
     return {name: value.detach().numpy().copy() for name, value in module.state_dict().items()}
 
 
 def _train_networks(rank):
-    from sklearn_vae import VAETransformer, VariationalGMMPrior
+    from sklearn_vae import VAETransformer
 
     X = np.split(network_data(), [250])[rank]  # uneven shards: 250 and 350 rows
     vae = VAETransformer(
@@ -169,10 +183,7 @@ def _train_networks(rank):
         n_iter_no_change=3,
         random_state=rank,  # different seeds: rank 0's weights must win
     ).fit(X)
-    vade = VariationalGMMPrior(
-        3,
-        latent_dim=2,
-        hidden_layer_sizes=(16,),
+    vade = tiny_vade(
         n_neighbors=5,
         pretrain_epochs=3,
         max_iter=4,
@@ -181,7 +192,6 @@ def _train_networks(rank):
         # and so their weight entropies, are fitted to all ranks' codes).
         n_pretrain=3,
         batch_size=64,
-        random_state=0,
     ).fit(X)
     return {
         "vae": {**_weights(vae.encoder_), **_weights(vae.decoder_)},
@@ -220,23 +230,11 @@ def test_networks_train_data_parallel_with_identical_weights():
 
 
 def _fit_plain_vade_on_uneven_shards(rank):
-    from sklearn_vae import VariationalGMMPrior
-
     # 12 and 588 rows. Plain VaDE's 'auto' covariance is 'full' from 15 rows
     # on here (3 components, latent_dim=2): rank 0's shard alone is too small,
     # all the rows are not.
     X = np.split(network_data(), [12])[rank]
-    vade = VariationalGMMPrior(
-        3,
-        latent_dim=2,
-        hidden_layer_sizes=(16,),
-        n_neighbors=None,
-        pretrain_epochs=2,
-        max_iter=1,
-        n_init=1,
-        batch_size=8,
-        random_state=0,
-    )
+    vade = tiny_vade(n_neighbors=None, pretrain_epochs=2, max_iter=1, batch_size=8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         vade.fit(X)
@@ -250,22 +248,11 @@ def test_ranks_resolve_auto_covariance_type_from_all_rows():
 
 
 def _pretrained_decoder_variance(rank):
-    from sklearn_vae import VariationalGMMPrior
-
     X_all = network_data()
     X = np.split(X_all, [12])[rank]  # rank 0's 12 rows alone say little
     # A vanishing learning rate keeps the networks where pretraining left them.
-    vade = VariationalGMMPrior(
-        3,
-        latent_dim=2,
-        hidden_layer_sizes=(16,),
-        n_neighbors=5,
-        pretrain_epochs=5,
-        max_iter=1,
-        n_init=1,
-        batch_size=32,
-        learning_rate_init=1e-12,
-        random_state=0,
+    vade = tiny_vade(
+        n_neighbors=5, pretrain_epochs=5, max_iter=1, batch_size=32, learning_rate_init=1e-12
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
