@@ -69,8 +69,11 @@ NEURAL_FLOAT32_ATOL = {"transform": 5e-2, "inverse_transform": 5e-2}
 #: Cluster probabilities of a row near a boundary between two clusters can
 #: move far between two such trainings (0.06 to 0.61 in one of 500 thorough
 #: examples), so they are compared on average: the mean over rows of the
-#: largest per-cluster gap.
-NEURAL_FLOAT32_MEAN_PROBABILITY_GAP = 0.05
+#: largest per-cluster gap. On these 30 rows of structureless noise most rows
+#: lie near a boundary, and that mean reached 0.098 in 60 random examples
+#: with relu networks (22 of them above 0.05) and 0.176 in 150 with tanh; a
+#: float32 path that garbled the probabilities would give about 0.33 or more.
+NEURAL_FLOAT32_MEAN_PROBABILITY_GAP = 0.25
 
 
 def examples(ci: int, thorough: int):
