@@ -193,19 +193,20 @@ OURS: dict[str, MethodFactory] = {
         k, n_neighbors=None, random_state=seed
     ),
     # Plain VaDE with 'diag' always, beside 'auto' (which picks 'full' on the
-    # digits, with enough rows per component, and 'diag' on wine and iris).
+    # digits and iris, with enough rows per component, and 'diag' on wine).
     "VariationalGMMPrior (n_neighbors=None, 'diag')": lambda k, n_features, seed: (
         VariationalGMMPrior(k, n_neighbors=None, covariance_type="diag", random_state=seed)
     ),
     "VariationalGMMPrior (covariance 'full')": lambda k, n_features, seed: VariationalGMMPrior(
         k, covariance_type="full", random_state=seed
     ),
-    # The user guide's advice for data with few features: plain VaDE in a
-    # latent space no larger than the input, where 'auto' can afford 'full'
-    # (on iris; the same model as the n_neighbors=None row elsewhere).
-    "VariationalGMMPrior (plain, latent<=n_features)": lambda k, n_features, seed: (
+    # The earlier defaults: relu networks, 10 latent dimensions and a graph of
+    # 15 neighbours whatever the data (the defaults now take tanh, and on
+    # data with at most 10 features as many latent dimensions as features
+    # and no graph). Joint training stops by the current rule.
+    "VariationalGMMPrior (relu, latent_dim=10, n_neighbors=15)": lambda k, n_features, seed: (
         VariationalGMMPrior(
-            k, n_neighbors=None, latent_dim=min(10, n_features), random_state=seed
+            k, activation="relu", latent_dim=10, n_neighbors=15, random_state=seed
         )
     ),
 }
