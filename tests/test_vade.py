@@ -217,19 +217,25 @@ def test_closed_form_weights_are_the_map_of_the_epoch_responsibilities():
     np.testing.assert_allclose(prior.weights.detach().numpy(), (counts + 3) / (4 + 9), rtol=1e-10)
 
 
-def test_assignment_convergence_stops_when_the_windows_mean_change_is_small():
+def _assignment_rule_history(tol: float, patience: int, epochs: list) -> list:
+    """Run AssignmentConvergence over epochs of labels: (change, stop) per epoch."""
     objective = MixturePriorELBO(None, 0.0)
     engine = SimpleNamespace(objective=objective, stop_training=False)
-    rule = AssignmentConvergence(tol=0.2, patience=2)
+    rule = AssignmentConvergence(tol=tol, patience=patience)
     rule.on_train_begin(engine)
     history = []
-    epochs = ([0, 0, 1, 1, 2], [1, 1, 1, 1, 2], [1, 1, 1, 2, 2], [1, 1, 1, 2, 2], [1, 0, 1, 2, 1])
     for labels in epochs:
         objective.assignments = torch.tensor(labels)
         record = {}
         engine.stop_training = False
         rule.on_epoch_end(engine, record)
         history.append((record.get("assignment_change"), engine.stop_training))
+    return history
+
+
+def test_assignment_convergence_stops_when_the_windows_mean_change_is_small():
+    epochs = [[0, 0, 1, 1, 2], [1, 1, 1, 1, 2], [1, 1, 1, 2, 2], [1, 1, 1, 2, 2], [1, 0, 1, 2, 1]]
+    history = _assignment_rule_history(0.2, 2, epochs)
     # Changes of 0.4 then 0.2 average 0.3 > tol; 0.2 then 0.0 average 0.1,
     # although not every epoch of the first window was under tol; a later
     # window of 0.0 and 0.4 averages exactly tol, which counts as settled.
@@ -237,16 +243,8 @@ def test_assignment_convergence_stops_when_the_windows_mean_change_is_small():
 
 
 def test_assignment_convergence_with_zero_tol_needs_a_window_without_change():
-    objective = MixturePriorELBO(None, 0.0)
-    engine = SimpleNamespace(objective=objective, stop_training=False)
-    rule = AssignmentConvergence(tol=0.0, patience=2)
-    rule.on_train_begin(engine)
-    stops = []
-    for labels in ([0, 1, 1], [0, 1, 0], [0, 1, 0], [0, 1, 0]):
-        objective.assignments = torch.tensor(labels)
-        rule.on_epoch_end(engine, {})
-        stops.append(engine.stop_training)
-    assert stops == [False, False, False, True]
+    history = _assignment_rule_history(0.0, 2, [[0, 1, 1], [0, 1, 0], [0, 1, 0], [0, 1, 0]])
+    assert [stop for _, stop in history] == [False, False, False, True]
 
 
 def test_a_converging_fit_does_not_warn_and_a_short_one_does(data):
