@@ -266,8 +266,9 @@ def report(
     for method, factory in OURS.items():
         results[method] = evaluate(factory, X, y, seeds)
     best_baseline = max(np.mean(results[m]["acc"]) for m in BASELINES)
+    width = max(len(method) for method in [*results, *skipped, "method"])
     header = (
-        f"{'method':47s} {'accuracy':>15s} {'min':>6s} {'NMI':>15s} {'ARI':>15s} "
+        f"{'method':{width}s} {'accuracy':>15s} {'min':>6s} {'NMI':>15s} {'ARI':>15s} "
         f"{'fit s':>7s} {'cpu s':>7s} {'acc/best baseline':>18s}"
     )
     print(header)
@@ -282,11 +283,11 @@ def report(
         n_scored = len(scores["acc"])
         note = f"  ({n_scored} of {len(seeds)} seeds)" if n_scored < len(seeds) else ""
         print(
-            f"{method:47s} {cells} {np.mean(scores['time']):7.1f} "
+            f"{method:{width}s} {cells} {np.mean(scores['time']):7.1f} "
             f"{np.mean(scores['cpu']):7.1f} {ratio:18.3f}{note}"
         )
     for method, reason in skipped.items():
-        print(f"{method:40s} skipped: {reason}")
+        print(f"{method:{width}s} skipped: {reason}")
     if with_held_out:
         scores = held_out(X, y, seeds)
         gap = np.mean(scores["train"]) - np.mean(scores["test"])
