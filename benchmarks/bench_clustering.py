@@ -10,9 +10,13 @@ inflates less), and each method's accuracy as a ratio of the best baseline's::
     python benchmarks/bench_clustering.py --quick      # digits only, 2 seeds
     python benchmarks/bench_clustering.py --seeds 10 --datasets digits wine
     python benchmarks/bench_clustering.py --peer-seeds 1 --peers "ClustPy VaDE"
+    python benchmarks/bench_clustering.py --datasets iris sheared2 classes5 blobs3 \
+        blobs8 --seeds 10 --peers --methods defaults "latent_dim=10, n_neighbors=15"
 
 Data: scikit-learn's digits (X / 16), wine and iris (standardised), and 50-D
-``make_blobs`` (standardised). The number of clusters is the number of classes.
+``make_blobs`` (standardised); on request, four standardised generated sets
+with 2 to 8 features (``FEW_FEATURES``). The number of clusters is the number
+of classes. ``--methods`` runs only some of our rows.
 Torch runs on one thread per process unless ``--threads`` says otherwise.
 
 Peers, each run only where it imports (``pip install -c constraints.txt
@@ -56,7 +60,13 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.cluster import KMeans
-from sklearn.datasets import load_digits, load_iris, load_wine, make_blobs
+from sklearn.datasets import (
+    load_digits,
+    load_iris,
+    load_wine,
+    make_blobs,
+    make_classification,
+)
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -73,6 +83,26 @@ from sklearn_vae.metrics import clustering_accuracy
 MethodFactory = Callable[[int, int, int], object]
 
 
+def _sheared_blobs() -> tuple[np.ndarray, np.ndarray]:
+    X, y = make_blobs(450, n_features=2, centers=3, random_state=170)
+    return X @ np.array([[0.6, -0.6], [-0.4, 0.8]]), y
+
+
+#: Data with few features, where ``latent_dim='auto'`` and ``n_neighbors='auto'``
+#: differ from a 10-D latent space with the neighbour graph (the VaDE user
+#: guide's "Data with few features" table): anisotropic clusters in 2-D, four
+#: classes in 5 features, and blobs in 3 and 8.
+FEW_FEATURES: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
+    "sheared2": _sheared_blobs,
+    "classes5": lambda: make_classification(
+        500, n_features=5, n_informative=4, n_redundant=0, n_classes=4,
+        n_clusters_per_class=1, class_sep=1.5, random_state=0,
+    ),
+    "blobs3": lambda: make_blobs(400, n_features=3, centers=4, cluster_std=2.0, random_state=0),
+    "blobs8": lambda: make_blobs(600, n_features=8, centers=5, cluster_std=3.0, random_state=1),
+}
+
+
 def load(name: str) -> tuple[np.ndarray, np.ndarray]:
     """Return the benchmark's version of a data set: features and classes."""
     if name == "digits":
@@ -80,6 +110,9 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray]:
         return X / 16.0, y
     if name == "blobs50":
         X, y = make_blobs(2000, n_features=50, centers=8, cluster_std=4.0, random_state=0)
+        return StandardScaler().fit_transform(X), y
+    if name in FEW_FEATURES:
+        X, y = FEW_FEATURES[name]()
         return StandardScaler().fit_transform(X), y
     loader = {"wine": load_wine, "iris": load_iris}[name]
     X, y = loader(return_X_y=True)
@@ -200,6 +233,11 @@ OURS: dict[str, MethodFactory] = {
     "VariationalGMMPrior (covariance 'full')": lambda k, n_features, seed: VariationalGMMPrior(
         k, covariance_type="full", random_state=seed
     ),
+    # A 10-D latent space and the graph whatever the data: the defaults on
+    # data with more than 10 features, set by hand on data with fewer.
+    "VariationalGMMPrior (latent_dim=10, n_neighbors=15)": lambda k, n_features, seed: (
+        VariationalGMMPrior(k, latent_dim=10, n_neighbors=15, random_state=seed)
+    ),
     # The earlier defaults: relu networks, 10 latent dimensions and a graph of
     # 15 neighbours whatever the data (the defaults now take tanh, and on
     # data with at most 10 features as many latent dimensions as features
@@ -210,6 +248,11 @@ OURS: dict[str, MethodFactory] = {
         )
     ),
 }
+
+
+def _variant(method: str) -> str:
+    """The text in the parentheses of one of OURS' names: 'defaults', ..."""
+    return method[method.index("(") + 1 : -1]
 
 
 def evaluate(factory: MethodFactory, X: np.ndarray, y: np.ndarray, seeds: list[int]) -> dict:
@@ -249,8 +292,12 @@ def report(
     with_held_out: bool,
     peers: list[str],
     n_peer_seeds: int,
+    ours: dict[str, MethodFactory] | None = None,
 ) -> None:
-    """Run every method on one data set and print its table."""
+    """Run every method on one data set and print its table.
+
+    ``ours`` are the VariationalGMMPrior rows to run (default all of OURS).
+    """
     print(f"\n## {name}: {X.shape[0]} samples, {X.shape[1]} features, "
           f"{len(np.unique(y))} classes, seeds {seeds}", flush=True)
     results, skipped = {}, {}
@@ -263,7 +310,7 @@ def report(
             results[method] = evaluate(factory, X, y, seeds[:n_peer_seeds])
         else:
             skipped[method] = reason
-    for method, factory in OURS.items():
+    for method, factory in (OURS if ours is None else ours).items():
         results[method] = evaluate(factory, X, y, seeds)
     best_baseline = max(np.mean(results[m]["acc"]) for m in BASELINES)
     width = max(len(method) for method in [*results, *skipped, "method"])
@@ -303,7 +350,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="digits only, 2 seeds")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5)")
     parser.add_argument(
-        "--datasets", nargs="+", default=None, choices=["digits", "wine", "iris", "blobs50"]
+        "--datasets", nargs="+", default=None,
+        choices=["digits", "wine", "iris", "blobs50", *FEW_FEATURES],
+        help="data sets (default digits, wine, iris, blobs50; the few-feature sets "
+        f"{', '.join(FEW_FEATURES)} only on request)",
+    )
+    parser.add_argument(
+        "--methods", nargs="+", default=None, choices=[_variant(name) for name in OURS],
+        metavar="VARIANT",
+        help="which VariationalGMMPrior rows to run, by the text in their parentheses "
+        "(default all; the baselines always run)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument(
@@ -322,10 +378,14 @@ def main() -> None:
     n_seeds = args.seeds or (2 if args.quick else 5)
     datasets = args.datasets or (["digits"] if args.quick else ["digits", "wine", "iris", "blobs50"])
     warnings.simplefilter("ignore", ConvergenceWarning)
+    ours = {
+        name: factory for name, factory in OURS.items()
+        if args.methods is None or _variant(name) in args.methods
+    }
     for name in datasets:
         report(
             name, *load(name), list(range(n_seeds)), args.held_out, args.peers,
-            args.peer_seeds or n_seeds,
+            args.peer_seeds or n_seeds, ours,
         )
 
 
