@@ -8,10 +8,12 @@ or seeds torch by hand.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import re
-from collections.abc import Callable, Iterator
-from typing import Any
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -19,6 +21,7 @@ from sklearn.utils import check_random_state
 
 __all__ = [
     "DEVICE_CONSTRAINT",
+    "TaskCancelled",
     "check_finite_rows",
     "compute_dtype",
     "iter_row_chunks",
@@ -27,6 +30,7 @@ __all__ = [
     "map_row_chunks",
     "numpy_dtype",
     "resolve_device",
+    "run_concurrently",
     "seed_from_random_state",
     "seeded_module_init",
     "to_numpy",
@@ -292,6 +296,87 @@ def limited_threads(n_threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+_Result = TypeVar("_Result")
+
+
+def run_concurrently(
+    tasks: Sequence[Callable[[threading.Event], _Result]], n_workers: int
+) -> list[_Result]:
+    """Run independent tasks on ``n_workers`` threads; return their results in order.
+
+    torch releases the GIL inside its operations, so tasks that train separate
+    small networks on the CPU overlap almost fully on separate cores (two
+    digits pretrainings on two cores: 1.66 times the throughput of one after
+    the other). torch's intra-op threads are shared out among the workers
+    while they run (at least one each), so the cores are not oversubscribed,
+    and the setting is put back afterwards. Each task receives a
+    ``threading.Event`` that is set when another task failed or the caller was
+    interrupted (Ctrl-C reaches only the main thread); a task should check it
+    between units of work and give up when it is set. With ``n_workers=1``
+    the tasks run one after the other in the calling thread.
+
+    Parameters
+    ----------
+    tasks : sequence of callable
+        Each called with the cancellation event. They must not share mutable
+        state (their own modules, generators and optimisers each), and must
+        not use torch's global random generator.
+    n_workers : int
+        Threads to run on (capped at ``len(tasks)``).
+
+    Returns
+    -------
+    list
+        ``tasks[i](event)`` at position ``i``.
+
+    Raises
+    ------
+    BaseException
+        The exception of the first task (in the order given) that failed
+        other than by being cancelled, or the caller's ``KeyboardInterrupt``;
+        every worker has stopped by then.
+
+    Examples
+    --------
+    >>> run_concurrently([lambda cancelled: 1, lambda cancelled: 2], n_workers=2)
+    [1, 2]
+    """
+    cancelled = threading.Event()
+    n_workers = max(1, min(n_workers, len(tasks)))
+    if n_workers == 1:
+        return [task(cancelled) for task in tasks]
+    threads_each = max(1, torch.get_num_threads() // n_workers)
+    with limited_threads(threads_each), concurrent.futures.ThreadPoolExecutor(
+        n_workers, thread_name_prefix="sklearn-vae"
+    ) as pool:
+        futures = [pool.submit(_unless_cancelled, task, cancelled) for task in tasks]
+        try:
+            concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+        except BaseException:  # Ctrl-C in the caller's thread
+            cancelled.set()
+            raise
+        failed = [future for future in futures if future.done() and future.exception()]
+        if failed:
+            cancelled.set()
+    # The pool has joined every worker here; report the first real failure.
+    for future in futures:
+        error = future.exception()
+        if error is not None and not (cancelled.is_set() and isinstance(error, TaskCancelled)):
+            raise error
+    return [future.result() for future in futures]
+
+
+class TaskCancelled(Exception):
+    """Raised by a task of :func:`run_concurrently` that stopped because it was cancelled."""
+
+
+def _unless_cancelled(task: Callable[[threading.Event], _Result], cancelled: threading.Event) -> _Result:
+    # A task still queued when another failed must not start at all.
+    if cancelled.is_set():
+        raise TaskCancelled("cancelled before it started")
+    return task(cancelled)
 
 
 @contextlib.contextmanager

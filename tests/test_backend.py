@@ -1,13 +1,18 @@
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
 
 from sklearn_vae._backend import (
+    TaskCancelled,
     compute_dtype,
     make_generator,
     map_row_chunks,
     numpy_dtype,
     resolve_device,
+    run_concurrently,
     seed_from_random_state,
     to_numpy,
     to_tensor,
@@ -116,3 +121,93 @@ def test_map_row_chunks_matches_unchunked_and_handles_tuples():
         chunk_size=1000,
     )
     np.testing.assert_allclose(single, X + 1)
+
+
+@pytest.fixture
+def two_torch_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_run_concurrently_overlaps_tasks_and_shares_torch_threads(two_torch_threads):
+    # The barrier only opens when both tasks run at the same time.
+    barrier = threading.Barrier(2, timeout=10)
+    seen = []
+
+    def task(value):
+        def run(cancelled):
+            seen.append((threading.current_thread().name, torch.get_num_threads()))
+            barrier.wait()
+            return value * 10
+
+        return run
+
+    assert run_concurrently([task(1), task(2)], n_workers=4) == [10, 20]
+    assert len({name for name, _ in seen}) == 2
+    assert all(name.startswith("sklearn-vae") for name, _ in seen)
+    assert [threads for _, threads in seen] == [1, 1]  # 2 threads shared by 2 workers
+    assert torch.get_num_threads() == 2  # put back
+
+
+def test_run_concurrently_with_one_worker_runs_in_order_in_the_caller():
+    calls = []
+
+    def task(value):
+        def run(cancelled):
+            calls.append((value, threading.current_thread()))
+            return value
+
+        return run
+
+    assert run_concurrently([task(i) for i in range(3)], n_workers=1) == [0, 1, 2]
+    assert calls == [(i, threading.current_thread()) for i in range(3)]
+
+
+def test_run_concurrently_cancels_the_others_and_raises_the_first_failure():
+    started = []
+
+    def failing(cancelled):
+        started.append("failing")
+        raise KeyError("broken task")
+
+    def patient(cancelled):
+        started.append("patient")
+        # Works in small units and gives up once cancelled, as a training does.
+        for _ in range(1000):
+            if cancelled.wait(0.01):
+                raise TaskCancelled("stopped")
+        return "finished"
+
+    def queued(cancelled):
+        started.append("queued")
+        return "ran"
+
+    began = time.perf_counter()
+    with pytest.raises(KeyError, match="broken task"):
+        run_concurrently([patient, failing, queued], n_workers=2)
+    assert time.perf_counter() - began < 5  # not the patient task's 10 s
+    # The third task was still queued when the second failed: it never started.
+    assert sorted(started) == ["failing", "patient"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("sklearn-vae")]
+
+
+def test_run_concurrently_stops_its_workers_when_the_caller_is_interrupted(monkeypatch):
+    cancelled_seen = []
+
+    def patient(cancelled):
+        while not cancelled.wait(0.01):
+            pass
+        cancelled_seen.append(True)
+        raise TaskCancelled("stopped")
+
+    def interrupted_wait(futures, return_when):
+        time.sleep(0.05)  # the workers are running
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("concurrent.futures.wait", interrupted_wait)
+    with pytest.raises(KeyboardInterrupt):
+        run_concurrently([patient, patient], n_workers=2)
+    assert cancelled_seen == [True, True]  # both saw the cancellation and ended
+    assert not [t for t in threading.enumerate() if t.name.startswith("sklearn-vae")]
