@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -84,7 +85,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._backend import make_generator
+from .._backend import TaskCancelled, make_generator
 from .._distributed import (
     all_reduce_max,
     all_reduce_sum,
@@ -99,6 +100,7 @@ __all__ = [
     "NonFiniteLossError",
     "Objective",
     "StepContext",
+    "StopWhenCancelled",
     "TrainingConfig",
     "TrainingData",
     "TrainingEngine",
@@ -278,6 +280,28 @@ class Callback:
 
     def on_train_end(self, engine: TrainingEngine, result: TrainingResult) -> None:
         """Called once after training stopped, best weights restored."""
+
+
+class StopWhenCancelled(Callback):
+    """Abandon training before an epoch once ``cancelled`` is set.
+
+    For a fit that runs as one task of
+    :func:`~sklearn_vae._backend.run_concurrently`: when another task fails,
+    or the caller is interrupted, this one stops within an epoch. It raises
+    :class:`~sklearn_vae._backend.TaskCancelled`, so the engine puts the
+    model back as the call found it, as for any other failure.
+
+    Parameters
+    ----------
+    cancelled : threading.Event
+    """
+
+    def __init__(self, cancelled: threading.Event) -> None:
+        self.cancelled = cancelled
+
+    def on_epoch_begin(self, engine: TrainingEngine, epoch: int) -> None:
+        if self.cancelled.is_set():
+            raise TaskCancelled(f"training cancelled before epoch {epoch + 1}")
 
 
 @dataclass(frozen=True)
