@@ -190,7 +190,10 @@ def _train_networks(rank):
         n_init=2,
         # Several starts: every rank must keep the same one (their mixtures,
         # and so their weight entropies, are fitted to all ranks' codes).
+        # n_jobs is ignored in a process group: the ranks' collectives must
+        # come in the same order, so the starts run one after another.
         n_pretrain=3,
+        n_jobs=2,
         batch_size=64,
     ).fit(X)
     return {

@@ -1,9 +1,14 @@
 """Tests for VariationalGMMPrior (VaDE deep clustering)."""
 
+import collections
+import concurrent.futures
 import pickle
+import threading
+import time
 import warnings
 from types import SimpleNamespace
 
+import joblib
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -28,6 +33,7 @@ from sklearn_vae.neural._mixture_objectives import (
     CollapseGuard,
     MixtureMaximization,
     MixturePriorELBO,
+    NeighborEmbeddingPretraining,
 )
 from sklearn_vae.neural._mixture_prior import GaussianMixturePrior
 
@@ -501,8 +507,8 @@ def test_n_pretrain_keeps_the_start_with_the_most_even_weights(data, monkeypatch
     pretrained_start = VariationalGMMPrior._pretrained_start
     initialize_model = VariationalGMMPrior._initialize_model
 
-    def record_start(self, model, data, seed):
-        history = pretrained_start(self, model, data, seed)
+    def record_start(self, model, data, seed, cancelled=None):
+        history = pretrained_start(self, model, data, seed, cancelled)
         state = {name: value.clone() for name, value in model.state_dict().items()}
         starts.append({"history": history, "state": state})
         return history
@@ -514,7 +520,7 @@ def test_n_pretrain_keeps_the_start_with_the_most_even_weights(data, monkeypatch
     monkeypatch.setattr(VariationalGMMPrior, "_pretrained_start", record_start)
     monkeypatch.setattr(VariationalGMMPrior, "_initialize_model", record_choice)
     winners = []
-    for seed in range(6):
+    for seed in range(6, 12):
         starts.clear()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -538,8 +544,8 @@ def test_n_pretrain_keeps_the_start_with_the_most_even_weights(data, monkeypatch
             assert torch.equal(value, starts[winner]["state"][name]), name
         assert model.pretrain_history_ is starts[winner]["history"]
     # The seeds cover both ways the winner is kept: still in the model (the
-    # last start) and restored from a copy (an earlier one).
-    assert 2 in winners and {0, 1} & set(winners), winners
+    # first start) and loaded from another start's networks.
+    assert 0 in winners and {1, 2} & set(winners), winners
 
 
 def test_several_pretrainings_are_reproducible_and_leave_torch_alone(data):
@@ -555,6 +561,95 @@ def test_several_pretrainings_are_reproducible_and_leave_torch_alone(data):
     # The first start is the single pretraining of n_pretrain=1.
     single = small_model(**{**params, "n_pretrain": 1}).fit(X)
     assert single.pretrain_entropies_[0] == first.pretrain_entropies_[0]
+
+
+@pytest.mark.parametrize("n_jobs", [2, -1])
+def test_starts_on_several_threads_fit_exactly_what_one_thread_fits(data, n_jobs):
+    X, _ = data
+    params = {"n_pretrain": 3, "pretrain_epochs": 3, "max_iter": 2, "random_state": 4}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        serial = small_model(**params).fit(X)
+        parallel = small_model(**params, n_jobs=n_jobs).fit(X)
+    np.testing.assert_array_equal(serial.pretrain_entropies_, parallel.pretrain_entropies_)
+    assert _without_times(serial.pretrain_history_) == _without_times(parallel.pretrain_history_)
+    assert _without_times(serial.history_) == _without_times(parallel.history_)
+    for name, value in serial._fitted_model().state_dict().items():
+        assert torch.equal(value, parallel._fitted_model().state_dict()[name]), name
+    assert torch.get_num_threads() == 1  # the module's setting, put back
+    assert parallel.n_jobs == n_jobs  # left as set
+
+
+def _without_times(history):
+    return [{key: value for key, value in record.items() if key != "time"} for record in history]
+
+
+def test_n_jobs_runs_the_starts_side_by_side(data, monkeypatch):
+    X, _ = data
+    # The barrier only opens when the two starts pretrain at the same time.
+    barrier = threading.Barrier(2, timeout=30)
+    threads = []
+    pretrained_start = VariationalGMMPrior._pretrained_start
+
+    def meet_then_pretrain(self, model, data, seed, cancelled=None):
+        threads.append(threading.current_thread().name)
+        barrier.wait()
+        return pretrained_start(self, model, data, seed, cancelled)
+
+    monkeypatch.setattr(VariationalGMMPrior, "_pretrained_start", meet_then_pretrain)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        small_model(n_pretrain=2, pretrain_epochs=2, max_iter=1, n_jobs=2).fit(X)
+    assert len(set(threads)) == 2 and all(name.startswith("sklearn-vae") for name in threads)
+    # Under joblib's parallel_config too, as scikit-learn's n_jobs=None is.
+    threads.clear()
+    barrier.reset()
+    with joblib.parallel_config(n_jobs=2), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        small_model(n_pretrain=2, pretrain_epochs=2, max_iter=1).fit(X)
+    assert len(set(threads)) == 2
+
+
+def test_a_failing_start_stops_the_others_and_leaves_the_estimator_unfitted(data, monkeypatch):
+    X, _ = data
+    steps = collections.Counter()
+    loss_terms = NeighborEmbeddingPretraining.loss_terms
+
+    def second_start_fails(self, model, batch, context):
+        name = threading.current_thread().name
+        steps[name] += 1
+        if name.endswith("_1"):  # the pool's second worker fails at once
+            raise RuntimeError("injected failure in a pretraining step")
+        return loss_terms(self, model, batch, context)
+
+    monkeypatch.setattr(NeighborEmbeddingPretraining, "loss_terms", second_start_fails)
+    model = small_model(n_pretrain=2, pretrain_epochs=300, n_jobs=2)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        model.fit(X)
+    assert not hasattr(model, "n_iter_") and not hasattr(model, "pretrain_entropies_")
+    # The first start gave up within an epoch of the failure instead of
+    # pretraining for 300 epochs (5 steps each).
+    # (It may not have begun a step at all.)
+    first_steps = sum(count for name, count in steps.items() if name.endswith("_0"))
+    assert first_steps < 300 * 5 // 2, steps
+
+
+def test_ctrl_c_while_starts_run_on_threads_abandons_the_fit(data, monkeypatch):
+    X, _ = data
+    wait = concurrent.futures.wait
+
+    def wait_then_interrupt(futures, return_when):
+        wait(futures, timeout=0.5)  # the starts are pretraining
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(concurrent.futures, "wait", wait_then_interrupt)
+    model = small_model(n_pretrain=2, pretrain_epochs=500, n_jobs=2)
+    began = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt, match="during pretraining"):
+        model.fit(X)
+    assert time.perf_counter() - began < 20  # not two 500-epoch pretrainings
+    assert not hasattr(model, "n_iter_")
+    assert not [t for t in threading.enumerate() if t.name.startswith("sklearn-vae")]
 
 
 def test_partial_fit_resolves_auto_covariance_type_on_its_first_batch(data):
