@@ -413,8 +413,8 @@ def test_init_selection_chooses_among_the_initial_fits(
     [
         ("auto", None, 1),
         ("auto", 0.5, 1),
-        ("auto", 1.0, 3),
-        ("auto", 1e3, 3),
+        ("auto", 1.0, 2),
+        ("auto", 1e3, 2),
         (1, 1e3, 1),
         (2, None, 2),
     ],
