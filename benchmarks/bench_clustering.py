@@ -215,8 +215,13 @@ OURS: dict[str, MethodFactory] = {
     "VariationalGMMPrior (wcp=1e3)": lambda k, n_features, seed: VariationalGMMPrior(
         k, weight_concentration_prior=1e3, random_state=seed
     ),
+    # The same fit with its two starts on two threads: the same clustering,
+    # bit for bit, in about half the wall-clock time.
+    "VariationalGMMPrior (wcp=1e3, n_jobs=2)": lambda k, n_features, seed: VariationalGMMPrior(
+        k, weight_concentration_prior=1e3, n_jobs=2, random_state=seed
+    ),
     # One pretraining under the balanced prior, as before n_pretrain (whose
-    # 'auto' runs three there and keeps the most even start).
+    # 'auto' runs two there and keeps the more even start).
     "VariationalGMMPrior (wcp=1e3, n_pretrain=1)": lambda k, n_features, seed: (
         VariationalGMMPrior(
             k, weight_concentration_prior=1e3, n_pretrain=1, random_state=seed
