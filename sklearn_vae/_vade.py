@@ -254,8 +254,11 @@ class VariationalGMMPrior(
         scikit-learn: None is 1 unless in a :func:`joblib.parallel_config`
         context, -1 is every core. torch computes outside Python's GIL, so on
         a CPU with idle cores the starts overlap (torch's intra-op threads are
-        shared out among them meanwhile); the result is the same as with one
-        thread, bit for bit. On the digits under a balanced prior, the two
+        shared out among them meanwhile). The fit is the one a single job
+        gives, bit for bit when torch runs on one thread (and on the digits
+        with two), since each start keeps its own seeds; torch's kernels may
+        round differently when a start gets fewer intra-op threads than a
+        single job would. On the digits under a balanced prior, the two
         starts of 'auto' on two threads of a 2-core machine took 41 s
         against 76 s on one; three starts 63 s on three threads, 86 s on
         two (the third start running alone after the first two) and 105 s on
