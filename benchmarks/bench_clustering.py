@@ -264,9 +264,17 @@ def evaluate(factory: MethodFactory, X: np.ndarray, y: np.ndarray, seeds: list[i
     """Fit the method once per seed; return per-seed scores and times."""
     k = len(np.unique(y))
     scores: dict[str, list[float]] = {"acc": [], "nmi": [], "ari": [], "time": [], "cpu": []}
+    threads = torch.get_num_threads()
     for seed in seeds:
         started, cpu_started = time.perf_counter(), time.process_time()
-        labels = factory(k, X.shape[1], seed).fit_predict(X)
+        try:
+            labels = factory(k, X.shape[1], seed).fit_predict(X)
+        finally:
+            # A fit may leave torch on other threads: umap-learn's numba
+            # shares OpenMP with torch and, after a fit with n_jobs=1, sets
+            # it back to every core, which then sped up and inflated the CPU
+            # time of every torch row after it. Each fit runs as asked.
+            torch.set_num_threads(threads)
         scores["time"].append(time.perf_counter() - started)
         scores["cpu"].append(time.process_time() - cpu_started)
         scores["acc"].append(clustering_accuracy(y, labels))

@@ -129,3 +129,33 @@ def test_bench_clustering_runs_chosen_rows_on_a_few_feature_set():
     # a 10-D latent space with the neighbour graph gives 0.77).
     defaults = rows["VariationalGMMPrior (defaults)"]
     assert float(defaults[defaults.index("±") - 1]) >= 0.95
+
+
+def test_bench_clustering_runs_every_fit_on_the_threads_asked_for(monkeypatch):
+    # A peer that changes torch's thread count (umap-learn does, through
+    # numba's OpenMP) must not change it for the fits after it.
+    import numpy as np
+    import torch
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("bench_clustering", BENCHMARKS / "bench_clustering.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_clustering", bench)
+    spec.loader.exec_module(bench)
+    seen = []
+
+    class ChangesThreads:
+        def fit_predict(self, X):
+            seen.append(torch.get_num_threads())
+            torch.set_num_threads(seen[-1] + 1)
+            return np.arange(len(X)) % 2
+
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        X, y = np.zeros((6, 2)), np.arange(6) % 2
+        scores = bench.evaluate(lambda k, n_features, seed: ChangesThreads(), X, y, [0, 1, 2])
+        assert seen == [1, 1, 1] and torch.get_num_threads() == 1
+        assert scores["acc"] == [1.0, 1.0, 1.0]
+    finally:
+        torch.set_num_threads(previous)
