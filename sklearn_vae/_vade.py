@@ -644,7 +644,7 @@ class VariationalGMMPrior(
         # The first start uses the networks the base class built, so that
         # n_pretrain=1 is the single pretraining of earlier releases; each
         # later one a copy of them with fresh weights from its own seed.
-        seeds = [seed] + [derive_seed(seed, _RESTART_STREAM, start) for start in range(1, n_starts)]
+        seeds = [self._start_seed(seed, start) for start in range(n_starts)]
         starts = [model] + [self._restarted_copy(model, data, start_seed) for start_seed in seeds[1:]]
         try:
             histories = run_concurrently(
@@ -662,6 +662,11 @@ class VariationalGMMPrior(
             model.load_state_dict(starts[winner].state_dict())
         self.pretrain_history_ = histories[winner]
         self.pretrain_entropies_ = np.array(entropies)
+
+    @staticmethod
+    def _start_seed(seed: int, start: int) -> int:
+        """Seed of pretraining start ``start`` (0-based) of a fit whose base seed is ``seed``."""
+        return seed if start == 0 else derive_seed(seed, _RESTART_STREAM, start)
 
     def _restarted_copy(
         self, model: MixturePriorVAE, data: TrainingData, seed: int
