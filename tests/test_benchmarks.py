@@ -159,3 +159,97 @@ def test_bench_clustering_runs_every_fit_on_the_threads_asked_for(monkeypatch):
         assert scores["acc"] == [1.0, 1.0, 1.0]
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def bench_vade_starts(monkeypatch):
+    """benchmarks/bench_vade_starts.py as a module (it imports bench_clustering)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(
+        "bench_vade_starts", BENCHMARKS / "bench_vade_starts.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_vade_starts", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_bench_vade_starts_one_start_is_the_fit_that_keeps_it(bench_vade_starts):
+    # The benchmark scores each start by fitting it alone: that fit must be
+    # the estimator's own fit when the start wins, and every start's
+    # entropy the one the estimator compared.
+    import numpy as np
+    import torch
+    from sklearn.datasets import make_blobs
+
+    from sklearn_vae import VariationalGMMPrior
+
+    X, _ = make_blobs(120, n_features=6, centers=3, random_state=0)
+    params = dict(
+        n_components=3, n_pretrain=2, pretrain_epochs=4, max_iter=3, n_init=2,
+        hidden_layer_sizes=(16,), latent_dim=2, random_state=3,
+    )
+    both = VariationalGMMPrior(**params).fit(X)
+    winner = int(np.argmax(both.pretrain_entropies_))
+    assert winner == 1  # this seed covers a later start loaded into the model
+    for start in (0, 1):
+        alone = bench_vade_starts._OneStart(**{**params, "n_pretrain": 1})
+        alone.only_start = start
+        alone.fit(X)
+        assert alone.pretrain_entropies_[0] == both.pretrain_entropies_[start]
+        if start == winner:
+            np.testing.assert_array_equal(alone.labels_, both.labels_)
+            for name, value in both.encoder_.state_dict().items():
+                assert torch.equal(alone.encoder_.state_dict()[name], value)
+
+
+def test_bench_vade_starts_scores_rows_under_the_best_matching(bench_vade_starts):
+    import numpy as np
+
+    y = np.array([5, 5, 5, 7, 7, 9, 9])
+    # Clusters named differently from the classes, one more cluster (3) than
+    # classes, which no class is matched to, and one row of class 9 in the
+    # cluster of class 7.
+    labels = np.array([2, 2, 3, 0, 0, 0, 8])
+    np.testing.assert_array_equal(
+        bench_vade_starts.correct_rows(y, labels), [True, True, False, True, True, False, True]
+    )
+    reference = np.array([0, 0, 1, 1, 2, 2])
+    np.testing.assert_array_equal(
+        bench_vade_starts.aligned_to(reference, np.array([2, 2, 0, 0, 1, 0]), 3),
+        [0, 0, 1, 1, 2, 1],
+    )
+    # Ties go to the first start with the largest entropy and, in the vote,
+    # to the tie-breaking start's cluster.
+    assert bench_vade_starts.kept_start(np.array([1.0, 2.0, 2.0])) == 1
+    aligned = np.array([[0, 1, 2], [0, 2, 1], [1, 2, 0]])
+    np.testing.assert_array_equal(bench_vade_starts.majority_vote(aligned, 1), [0, 2, 1])
+    # Row 2 sits among the other class: its three nearest neighbours are rows 3-5.
+    X = np.array([[0.0], [0.1], [0.95], [1.0], [1.1], [1.2]])
+    np.testing.assert_array_equal(
+        bench_vade_starts.neighbors_agree(X, np.array([4, 4, 4, 6, 6, 6]), 3),
+        [True, True, False, True, True, True],
+    )
+
+
+def test_bench_vade_starts_runs_and_its_oracle_bounds_every_rule():
+    import numpy as np
+
+    output = run_script(
+        "bench_vade_starts.py", "--dataset", "wine", "--seeds", "2", "--starts", "2",
+        "--jobs", "2", "--params", '{"pretrain_epochs": 5, "max_iter": 5}',
+    )
+    lines = output.splitlines()
+    per_seed = [line.split() for line in lines[2:4]]
+    assert [int(row[0]) for row in per_seed] == [0, 1]
+    kept = {}
+    for line in lines:
+        fields = line.split()
+        if fields and fields[0] in ("1", "2", "oracle") and "±" in fields:
+            kept[fields[0]] = float(fields[1])
+    # One start keeps start 0: the mean of the first accuracy column.
+    assert math.isclose(kept["1"], np.mean([float(row[3]) for row in per_seed]), abs_tol=1e-4)
+    assert kept["oracle"] >= max(kept["1"], kept["2"])
+    assert "of the kept fit's errors are made by every start" in output
+    assert "the input's 15 nearest neighbours are mostly of a row's own class" in output
