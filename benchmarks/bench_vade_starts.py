@@ -12,7 +12,8 @@ that every start makes too, and the accuracy of a majority vote of the
 starts. Where the starts make the same errors, no choice among them (and no
 vote) can remove those errors. With a neighbour graph it also gives the
 share of the kept fit's errors whose neighbours in the input are mostly of
-their own class: errors that the graph's local information gets right::
+their own class (errors that the graph's local information gets right),
+and the kept fit's errors by class::
 
     python benchmarks/bench_vade_starts.py                   # digits, wcp=1e3, 10 seeds, 5 starts
     python benchmarks/bench_vade_starts.py --seeds 3 --starts 3 --jobs 2
@@ -174,6 +175,7 @@ def summarise(
         "graph_consistent_errors": (
             graph_agrees[errors].mean() if graph_agrees is not None and errors.any() else np.nan
         ),
+        "errors_by_class": np.array([errors[y == c].sum() for c in np.unique(y)]),
         "vote": correct_rows(y, majority_vote(aligned, kept)).mean(),
         "seconds": np.mean([result["seconds"] for result in results]),
         "n_iter": [result["n_iter"] for result in results],
@@ -233,6 +235,11 @@ def report(dataset: str, params: dict[str, Any], seeds: list[int], n_starts: int
             f"{100 * graph_agrees.mean():.1f} % of rows, and for "
             f"{100 * mean('graph_consistent_errors'):.0f} % of the rows the kept fit gets wrong"
         )
+    by_class = np.mean([summary["errors_by_class"] for summary in summaries.values()], axis=0)
+    print(
+        "the kept fit's errors by class (mean per seed): "
+        + ", ".join(f"{c}: {n:.1f}" for c, n in zip(np.unique(y), by_class))
+    )
     epochs = [n for summary in summaries.values() for n in summary["n_iter"]]
     print(f"one start's fit: {mean('seconds'):.1f} s, {np.mean(epochs):.1f} joint epochs on average")
 
