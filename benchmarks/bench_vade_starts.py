@@ -31,6 +31,8 @@ import argparse
 import concurrent.futures
 import json
 import multiprocessing
+import os
+import threading
 import time
 import warnings
 from typing import Any
@@ -72,8 +74,31 @@ class _OneStart(VariationalGMMPrior):
         self.pretrain_entropies_ = np.array([float(scipy.stats.entropy(weights))])
 
 
-def _set_threads(threads: int) -> None:
+def _start_worker(threads: int) -> None:
+    """Set torch's threads in a pool worker, and end the worker if its parent dies.
+
+    A killed benchmark would otherwise leave its idle workers behind, each
+    holding a copy of torch and the data.
+    """
     torch.set_num_threads(threads)
+    parent = os.getppid()
+
+    def exit_with_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=exit_with_parent, daemon=True).start()
+
+
+def worker_pool(jobs: int, threads: int) -> concurrent.futures.ProcessPoolExecutor:
+    """Processes that fit starts, each with torch on ``threads`` threads."""
+    return concurrent.futures.ProcessPoolExecutor(
+        jobs,
+        mp_context=multiprocessing.get_context("spawn"),  # fork would copy torch's thread pool
+        initializer=_start_worker,
+        initargs=(threads,),
+    )
 
 
 def fit_start(
@@ -192,13 +217,10 @@ def report(dataset: str, params: dict[str, Any], seeds: list[int], n_starts: int
     )
     tasks = [(dataset, params, seed, start) for seed in seeds for start in range(n_starts)]
     if jobs == 1:
-        _set_threads(threads)
+        torch.set_num_threads(threads)
         results = [fit_start(*task) for task in tasks]
     else:
-        context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pool
-        with concurrent.futures.ProcessPoolExecutor(
-            jobs, mp_context=context, initializer=_set_threads, initargs=(threads,)
-        ) as pool:
+        with worker_pool(jobs, threads) as pool:
             results = list(pool.map(fit_start, *zip(*tasks)))
     n_neighbors = results[0]["n_neighbors"]
     graph_agrees = None if n_neighbors is None else neighbors_agree(X, y, n_neighbors)

@@ -258,3 +258,45 @@ def test_bench_vade_starts_runs_and_its_oracle_bounds_every_rule():
     # The errors of the fit kept from both starts are its misassigned rows (178 in wine).
     errors = sum(float(item.split(": ")[1]) for item in by_class.split(", "))
     assert math.isclose(errors / 178, 1 - kept["2"], abs_tol=2e-3)
+
+
+def _running(pid):
+    """Whether process ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_bench_vade_starts_workers_end_when_the_benchmark_is_killed(tmp_path):
+    # A benchmark that dies without shutting its pool down (as under
+    # SIGKILL) must not leave its workers behind.
+    import time
+
+    parent = tmp_path / "parent.py"
+    parent.write_text(
+        "import os, sys, time\n"
+        f"sys.path.insert(0, {str(BENCHMARKS)!r})\n"
+        "import bench_vade_starts\n"
+        "def pid_after(seconds):\n"
+        "    time.sleep(seconds)\n"
+        "    return os.getpid()\n"
+        "if __name__ == '__main__':\n"
+        "    pool = bench_vade_starts.worker_pool(2, 1)\n"
+        "    print(*set(pool.map(pid_after, [1.0, 1.0])), flush=True)\n"
+        "    os._exit(9)\n"
+    )
+    # Files, not pipes: workers left behind would hold a pipe open.
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        returncode = subprocess.run(
+            [sys.executable, str(parent)], stdout=out, stderr=err, timeout=120
+        ).returncode
+    assert returncode == 9, (tmp_path / "err").read_text()[-2000:]
+    workers = [int(pid) for pid in (tmp_path / "out").read_text().split()]
+    assert len(workers) == 2
+    deadline = time.monotonic() + 30
+    while any(map(_running, workers)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(map(_running, workers))
